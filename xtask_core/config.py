@@ -22,6 +22,7 @@ TDEP_LOSSES = ("L1", "ssim")
 TSEG_LOSSES = ("cross", "kl")
 METHODS = ("xtsc", "xtc")
 DATASETS = ("synthetic", "cityscapes", "nyuv2")
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 
 
 def _from_dict(cls, data: Mapping[str, Any]):
@@ -125,8 +126,8 @@ class TrainConfig:
     workers: int = 2
     cpu: bool = False
     seed: int = 0                       # ours
-    amp: bool = True                    # ours: mixed precision on CUDA (ignored on CPU)
-    channels_last: bool = True          # ours: channels-last on CUDA
+    precision: str = "auto"             # ours: auto | fp32 | bf16 | fp16 (auto = mixed precision where the device has it)
+    channels_last: bool = True          # ours: channels-last memory format (CUDA and CPU)
     resume: bool = False                # ours: continue from out/last.*
     limit_train: int = 0                # ours: use only the first N training samples (0 = all)
     limit_val: int = 0                  # ours: use only the first N validation samples (0 = all)
@@ -135,7 +136,7 @@ class TrainConfig:
 
     def __post_init__(self):
         choices = dict(dataset=DATASETS, lp=DEPTH_LOSSES, tdep_loss=TDEP_LOSSES,
-                       tseg_loss=TSEG_LOSSES, method=METHODS)
+                       tseg_loss=TSEG_LOSSES, method=METHODS, precision=PRECISIONS)
         for name, valid in choices.items():
             if getattr(self, name) not in valid:
                 raise XTaskError(f"{name} must be one of {', '.join(valid)}, got {getattr(self, name)!r}")

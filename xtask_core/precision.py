@@ -1,0 +1,52 @@
+"""Numeric precision choices shared by training, inference and the benchmarks.
+
+"auto" picks mixed precision where the hardware runs it natively: bf16 (or fp16 where bf16
+is missing) on CUDA, bf16 on CPUs with AVX512-BF16/AMX, plain fp32 elsewhere. "fp32" is the
+exact reference path and is always selectable.
+"""
+from __future__ import annotations
+
+import contextlib
+
+import torch
+
+from .errors import XTaskError
+
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def cpu_has_native_bf16() -> bool:
+    """True when this CPU has bf16 matrix instructions (AVX512-BF16 or AMX)."""
+    try:
+        return bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
+    except AttributeError:  # older torch: be conservative
+        return False
+
+
+def resolve_precision(device: torch.device | str, requested: str = "auto") -> str:
+    """Map ``requested`` to what will actually run on ``device``: "fp32", "bf16" or "fp16"."""
+    if requested not in PRECISIONS:
+        raise XTaskError(f"precision must be one of {', '.join(PRECISIONS)}, got {requested!r}")
+    dev = torch.device(device)
+    if requested == "auto":
+        if dev.type == "cuda":
+            return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+        return "bf16" if dev.type == "cpu" and cpu_has_native_bf16() else "fp32"
+    if requested == "fp16" and dev.type == "cpu":
+        raise XTaskError("fp16 autocast is for CUDA; on CPU use bf16 or fp32")
+    return requested
+
+
+def autocast(device: torch.device | str, precision: str):
+    """Autocast context for a *resolved* precision (fp32 → no autocast)."""
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=torch.device(device).type, dtype=_DTYPES[precision])
+
+
+def grad_scaler(device: torch.device | str, precision: str):
+    """A GradScaler for fp16 on CUDA (bf16 needs none); None otherwise."""
+    if precision == "fp16" and torch.device(device).type == "cuda":
+        return torch.amp.GradScaler("cuda")
+    return None
