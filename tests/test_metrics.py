@@ -1,0 +1,146 @@
+"""SegDepthMetrics vs hand-made confusion matrices, the loop reference, and depth by hand."""
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from xtask_core.errors import XTaskError
+from xtask_core.metrics import SegDepthMetrics, consistency_energy, reference_metrics_loop
+
+LN = math.log
+
+
+def _seg_only(metrics, pred, target):
+    metrics.update(pred, None, target, None)
+    return metrics.compute()
+
+
+def test_confusion_matrix_by_hand():
+    # 3 classes; the void pixel (250) is predicted 0 and must not count anywhere
+    target = torch.tensor([[[0, 0, 1], [1, 2, 250]]])
+    pred = torch.tensor([[[0, 1, 1], [2, 2, 0]]])
+    out = _seg_only(SegDepthMetrics(3, 250), pred, target)
+    assert out["confusion"] == [[1, 1, 0], [0, 1, 1], [0, 0, 1]]  # rows = target
+    assert out["n_pixels"] == 5
+    assert out["pixel_acc"] == pytest.approx(3 / 5)
+    assert out["iou_per_class"] == pytest.approx([1 / 2, 1 / 3, 1 / 2])
+    assert out["miou"] == pytest.approx(4 / 9)
+    assert out["miou_per_image"] == pytest.approx(4 / 9)  # one image: both definitions agree
+
+
+def test_logits_and_labels_agree():
+    pred = torch.tensor([[[0, 1, 1], [2, 2, 0]]])
+    logits = torch.nn.functional.one_hot(pred, 3).permute(0, 3, 1, 2).float() * 5
+    target = torch.tensor([[[0, 0, 1], [1, 2, 250]]])
+    a = _seg_only(SegDepthMetrics(3), pred, target)
+    b = _seg_only(SegDepthMetrics(3), logits.half(), target)
+    assert a["confusion"] == b["confusion"] and a["miou"] == b["miou"]
+
+
+def test_per_image_miou_differs_from_dataset_miou_by_hand():
+    # image A: everything class 0, right → mIoU 1. image B: target (1, 2), pred (1, 1) →
+    # IoU1 = 1/2, IoU2 = 0 → 1/4. Per-image mean 5/8; dataset-level (1 + 1/2 + 0)/3 = 1/2.
+    target = torch.tensor([[[0, 0]], [[1, 2]]])
+    pred = torch.tensor([[[0, 0]], [[1, 1]]])
+    out = _seg_only(SegDepthMetrics(4), pred, target)
+    assert out["miou_per_image"] == pytest.approx(5 / 8)
+    assert out["miou"] == pytest.approx(1 / 2)
+    assert out["iou_per_class"][:3] == pytest.approx([1.0, 0.5, 0.0])
+    assert math.isnan(out["iou_per_class"][3])  # class 3 never seen
+    assert out["n_images"] == 2
+
+
+def test_nyu_ignore_minus_one_and_unlabelled_images_are_skipped():
+    target = torch.tensor([[[-1, -1]], [[1, 1]]])
+    pred = torch.tensor([[[0, 1]], [[1, 0]]])
+    out = _seg_only(SegDepthMetrics(2, -1), pred, target)
+    assert out["n_pixels"] == 2 and out["n_images"] == 1
+    assert out["pixel_acc"] == pytest.approx(0.5)
+    assert out["miou_per_image"] == pytest.approx(0.25)  # IoU0 = 0, IoU1 = 1/2
+
+
+def _random_batch(seed, n=4, c=5, h=8, w=8):
+    g = torch.Generator().manual_seed(seed)
+    logits = torch.randn(n, c, h, w, generator=g)
+    target = torch.randint(0, c, (n, h, w), generator=g)
+    target[torch.rand(n, h, w, generator=g) < 0.2] = 250
+    depth_t = torch.rand(n, 1, h, w, generator=g) + 0.05
+    depth_t[torch.rand(n, 1, h, w, generator=g) < 0.2] = 0
+    depth_p = depth_t + 0.1 * torch.randn(n, 1, h, w, generator=g)
+    mask = (torch.rand(n, 1, h, w, generator=g) > 0.1).float()
+    return logits, depth_p, target, depth_t, mask
+
+
+def test_batch_invariance():
+    logits, dp, tgt, dt, mask = _random_batch(1)
+    one = SegDepthMetrics(5)
+    one.update(logits, dp, tgt, dt, mask)
+    two = SegDepthMetrics(5)
+    two.update(logits[:1], dp[:1], tgt[:1], dt[:1], mask[:1])
+    two.update(logits[1:], dp[1:], tgt[1:], dt[1:], mask[1:])
+    a, b = one.compute(), two.compute()
+    assert a["confusion"] == b["confusion"]
+    for k in ("pixel_acc", "miou", "miou_per_image", "abs", "abs_rel", "rmse", "delta1", "delta2", "delta3"):
+        assert a[k] == pytest.approx(b[k], rel=1e-12), k
+    one.reset()
+    assert math.isnan(one.compute()["miou"])
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_equal_to_reference_loop(seed):
+    logits, dp, tgt, dt, mask = _random_batch(seed)
+    m = SegDepthMetrics(5)
+    m.update(logits, dp, tgt, dt, mask)
+    ours = m.compute()
+    ref = reference_metrics_loop(logits, dp, tgt, dt, num_classes=5, ignore_index=250, depth_mask=mask)
+    for k in ("pixel_acc", "miou", "miou_per_image", "abs", "abs_rel", "rmse", "delta1", "delta2", "delta3"):
+        assert ours[k] == pytest.approx(ref[k], rel=1e-9), k
+    assert ours["iou_per_class"] == pytest.approx(ref["iou_per_class"], rel=1e-9, nan_ok=True)
+    assert ref["original_rmse_is_mae"] == pytest.approx(ref["abs"], rel=1e-9)  # its "RMSE" is MAE
+    assert ref["rmse"] > ref["abs"]
+
+
+def test_depth_metrics_by_hand():
+    # valid pixels: (p, t) = (1, 1), (1.9, 1), (4.5, 5), (0 → 1e-6, 2); t = 0 and masked pixels drop
+    pred = torch.tensor([[[[1.0, 1.9, 4.5, 0.0, 7.0, 9.0]]]])
+    target = torch.tensor([[[[1.0, 1.0, 5.0, 2.0, 0.0, 3.0]]]])
+    mask = torch.tensor([[[[1.0, 1, 1, 1, 1, 0]]]])
+    m = SegDepthMetrics(2)
+    m.update(None, pred, None, target, mask)
+    out = m.compute()
+    assert out["n_depth_pixels"] == 4
+    assert out["abs"] == pytest.approx((0 + 0.9 + 0.5 + 2) / 4)
+    assert out["abs_rel"] == pytest.approx((0 + 0.9 + 0.1 + 1) / 4)
+    assert out["rmse"] == pytest.approx(math.sqrt((0 + 0.81 + 0.25 + 4) / 4))
+    # ratios 1, 1.9, 1.111, 2e6 against 1.25, 1.5625, 1.953
+    assert (out["delta1"], out["delta2"], out["delta3"]) == pytest.approx((0.5, 0.5, 0.75))
+    assert math.isnan(out["pixel_acc"])  # no segmentation seen: NaN, not a crash
+
+
+def test_bad_labels_raise():
+    with pytest.raises(XTaskError, match="labels"):
+        SegDepthMetrics(3).update(torch.tensor([[[0, 5]]]), None, torch.tensor([[[0, 1]]]), None)
+    with pytest.raises(XTaskError, match="shape"):
+        SegDepthMetrics(3).update(torch.tensor([[[0, 1]]]), None, torch.tensor([[[0, 1, 1]]]), None)
+
+
+def test_consistency_energy():
+    seg = torch.randn(2, 3, 4, 5)
+    depth = torch.rand(2, 1, 4, 5)
+    e = consistency_energy(seg, seg.clone(), depth, depth.clone())
+    assert e["seg_kl"].shape == (2, 4, 5) and e["depth_abs"].shape == (2, 4, 5)
+    assert e["seg_kl"].abs().max().item() < 1e-6 and e["depth_abs"].max().item() == 0
+    assert e["seg_kl_mean"] == pytest.approx(0, abs=1e-6) and e["depth_abs_mean"] == 0
+    # one pixel by hand: p = (1/4, 3/4), q = (1/2, 1/2) → KL = ¼·ln(½) + ¾·ln(3/2)
+    s = torch.tensor([0.0, LN(3)]).view(1, 2, 1, 1)
+    st = torch.zeros(1, 2, 1, 1)
+    e = consistency_energy(s, st, torch.tensor([[[[0.5]]]]), torch.tensor([[[[0.2]]]]))
+    assert e["seg_kl_mean"] == pytest.approx(0.25 * LN(0.5) + 0.75 * LN(1.5), rel=1e-6)
+    assert e["depth_abs_mean"] == pytest.approx(0.3, rel=1e-6)
+
+
+def test_logits_with_wrong_class_count_raise():
+    with pytest.raises(XTaskError, match="classes"):
+        SegDepthMetrics(3).update(torch.randn(1, 4, 2, 2), None, torch.zeros(1, 2, 2, dtype=torch.long), None)
