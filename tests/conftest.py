@@ -12,6 +12,14 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 os.environ.setdefault("XTASK_TEST", "1")
+# Tiny models gain nothing from intra-op threads, and several tests start subprocesses
+# (trainer, DDP ranks, the streamlit server): one thread each avoids oversubscribing 2 cores.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+os.environ.setdefault("XTASK_NO_TQDM", "1")
+
+import torch  # noqa: E402  (after OMP_NUM_THREADS so it takes effect)
+
+torch.set_num_threads(1)
 
 
 @pytest.fixture(scope="session")

@@ -1,0 +1,646 @@
+"""Save and load XTaskNet checkpoints; import the original code's ``model.pth``.
+
+One module serves the trainer, the CLI and the app.
+
+Formats read by :func:`load_checkpoint` (detected from the file's first bytes, not its name):
+
+- ``xtask``: ours, one ``.safetensors`` file; its header metadata holds JSON strings
+  ``format`` (``"xtask/1"``), ``config`` (:class:`ModelConfig` dict) and ``meta`` (dataset,
+  class names, palette, depth kind, training summary). Tensors may be stored as float16
+  (``half=True``) and come back as float32.
+- ``xtask-mt``: the original code's plain ``state_dict`` pickle (``exps/NNN/model/model.pth``),
+  with or without a ``module.`` prefix (DataParallel). The architecture is read off the tensor
+  shapes (:func:`infer_config`).
+- ``train-state``: our ``last.pt`` training state (dict with ``"model"`` and ``"config"``).
+- a bare ``.safetensors`` state dict in the original key layout (no metadata) is read as ``xtask-mt``.
+
+Security: pickles are only ever read through ``torch.load(weights_only=True)``; before that,
+the pickle's opcodes are scanned (without executing anything) and a file that imports anything
+outside ``torch.*`` / ``collections.OrderedDict`` is refused, naming what it tried to import.
+There is no unsafe fallback. Every user-fixable problem raises a one-line :class:`XTaskError`.
+"""
+from __future__ import annotations
+
+import io
+import json
+import os
+import pickletools
+import re
+import struct
+import warnings
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable, Mapping
+
+import torch
+
+from .config import DATASET_DEFAULTS, ModelConfig
+from .errors import XTaskError
+from .utils import atomic_path, default_device
+
+FORMAT = "xtask/1"
+TRAIN_STATE_FORMAT = "xtask-train/1"
+DEFAULT_MAX_BYTES = 2 * 1024 ** 3  # 2 GB: ResNet152 in fp32 is ~0.3 GB; larger is not ours
+_SHOW = 5  # how many names an error message lists before "and N more"
+
+# Globals a plain tensor pickle may import; torch's weights_only unpickler is the real gate,
+# this list only decides what we refuse before handing the file to it at all.
+_BENIGN_GLOBAL_PREFIXES = ("torch.", "collections.OrderedDict", "_codecs.encode", "__builtin__.set",
+                           "builtins.set", "builtins.frozenset", "builtins.slice")
+
+
+# --------------------------------------------------------------------------- small helpers
+def _names(items: Iterable[str], show: int = _SHOW) -> str:
+    """'a, b, c and 7 more' — keeps error messages to one readable line."""
+    items = list(items)
+    head = ", ".join(items[:show])
+    return head + (f" and {len(items) - show} more" if len(items) > show else "")
+
+
+def describe_key_mismatch(expected: Mapping[str, torch.Tensor],
+                          actual: Mapping[str, torch.Tensor]) -> str:
+    """Compare two state dicts by key and shape; '' if they match, else a one-line summary
+    naming missing, unexpected and mis-shaped keys (a few each, then 'and N more')."""
+    missing = [k for k in expected if k not in actual]
+    unexpected = [k for k in actual if k not in expected]
+    shaped = [f"{k} {tuple(actual[k].shape)} vs expected {tuple(expected[k].shape)}"
+              for k in expected if k in actual and tuple(actual[k].shape) != tuple(expected[k].shape)]
+    parts = []
+    if missing:
+        parts.append(f"{len(missing)} missing key(s): {_names(missing)}")
+    if unexpected:
+        parts.append(f"{len(unexpected)} unexpected key(s): {_names(unexpected)}")
+    if shaped:
+        parts.append(f"{len(shaped)} mis-shaped tensor(s): {_names(shaped, 3)}")
+    return "; ".join(parts)
+
+
+def _is_finite(v: torch.Tensor) -> bool:
+    # A plain sum is ~15x cheaper than an elementwise isfinite mask: any NaN/Inf element makes
+    # the sum NaN/Inf, so a finite sum proves the tensor finite. Only a non-finite sum (which
+    # huge but finite values can also cause, by overflow) needs the exact elementwise check.
+    if not torch.is_floating_point(v):
+        return True
+    return bool(torch.isfinite(v.sum())) or bool(torch.isfinite(v).all())
+
+
+def _check_finite(state: Mapping[str, torch.Tensor], where: str) -> None:
+    bad = [k for k, v in state.items() if not _is_finite(v)]
+    if bad:
+        raise XTaskError(f"{where}: {len(bad)} tensor(s) contain NaN or Inf: {_names(bad)}; "
+                         "the weights are broken (diverged training?)")
+
+
+def _json_default(obj: Any):
+    """Make numpy / torch / Path values JSON-serialisable in ``meta``."""
+    if hasattr(obj, "tolist"):  # numpy arrays and scalars, torch tensors
+        return obj.tolist()
+    if isinstance(obj, Path):
+        return str(obj)
+    if isinstance(obj, (set, tuple)):
+        return list(obj)
+    raise TypeError(f"{type(obj).__name__} is not JSON serialisable")
+
+
+def _check_file(path: Path, max_bytes: int) -> int:
+    if not path.exists():
+        raise XTaskError(f"checkpoint not found: {path}")
+    if not path.is_file():
+        raise XTaskError(f"not a file: {path}")
+    size = path.stat().st_size
+    if size == 0:
+        raise XTaskError(f"{path.name} is empty (0 bytes): the save was probably interrupted")
+    if size > max_bytes:
+        raise XTaskError(f"{path.name} is {size / 1e9:.2f} GB, over the {max_bytes / 1e9:.2f} GB limit "
+                         "for a checkpoint; pass a larger max_bytes if you trust it")
+    return size
+
+
+def _sniff(path: Path) -> str:
+    """'safetensors' | 'zip' (torch.save) | 'pickle' (legacy torch.save or raw pickle) | 'unknown'."""
+    with open(path, "rb") as fh:
+        head = fh.read(9)
+    if head[:4] == b"PK\x03\x04":
+        return "zip"
+    if len(head) >= 9:
+        (n,) = struct.unpack("<Q", head[:8])
+        # header length + JSON start; a length beyond the file end is a truncated safetensors
+        if 2 <= n <= 100 * 1024 * 1024 and head[8:9] == b"{":
+            return "safetensors"
+    if head[:1] == b"\x80":  # pickle PROTO opcode
+        return "pickle"
+    return "unknown"
+
+
+# --------------------------------------------------------------------------- pickle scanning
+def _pickle_globals(data: bytes, max_pickles: int = 4) -> list[str]:
+    """List ``module.name`` of every GLOBAL / STACK_GLOBAL / INST in up to ``max_pickles``
+    consecutive pickles of ``data``, without unpickling anything (opcode walk only).
+
+    STACK_GLOBAL takes its names from the stack, so recent string pushes and memo entries are
+    tracked; that covers how pickle writes them. Stops quietly at the first malformed opcode.
+    """
+    found: list[str] = []
+    stream = io.BytesIO(data)
+    for _ in range(max_pickles):
+        if stream.tell() >= len(data):
+            break
+        strings: list[str] = []
+        memo: dict[int, str] = {}
+        memo_n = 0  # MEMOIZE numbers every memoised object, strings or not
+        last: str | None = None
+        try:
+            for op, arg, _pos in pickletools.genops(stream):
+                name = op.name
+                if name in ("GLOBAL", "INST"):
+                    found.append(str(arg).replace(" ", "."))
+                elif name == "STACK_GLOBAL":
+                    if len(strings) >= 2:
+                        found.append(f"{strings[-2]}.{strings[-1]}")
+                    else:
+                        found.append("<unknown>")
+                elif name in ("SHORT_BINUNICODE", "BINUNICODE", "BINUNICODE8", "UNICODE",
+                              "SHORT_BINSTRING", "BINSTRING", "STRING"):
+                    last = str(arg)
+                    strings.append(last)
+                    continue
+                elif name == "MEMOIZE":
+                    if last is not None:
+                        memo[memo_n] = last
+                    memo_n += 1
+                elif name in ("BINPUT", "LONG_BINPUT", "PUT") and last is not None:
+                    memo[int(arg)] = last
+                elif name in ("BINGET", "LONG_BINGET", "GET") and int(arg) in memo:
+                    last = memo[int(arg)]
+                    strings.append(last)
+                    continue
+                elif name == "STOP":
+                    break
+                if name not in ("MEMOIZE", "BINPUT", "LONG_BINPUT", "PUT"):
+                    last = None
+        except Exception:  # malformed or non-pickle bytes: report what was seen so far
+            break
+    return found
+
+
+def _zip_pickle_bytes(path: Path) -> bytes:
+    """The ``data.pkl`` member of a torch.save zip archive (the object pickle)."""
+    try:
+        with zipfile.ZipFile(path) as zf:
+            names = [n for n in zf.namelist() if n.endswith("data.pkl")]
+            if not names:
+                raise XTaskError(f"{path.name}: zip archive without data.pkl, not a torch checkpoint")
+            with zf.open(names[0]) as fh:
+                return fh.read(64 * 1024 * 1024)
+    except XTaskError:
+        raise
+    except (zipfile.BadZipFile, OSError, EOFError, ValueError) as err:
+        raise XTaskError(f"{path.name} is truncated or corrupt (bad zip archive: {err})") from None
+
+
+def _refuse_unsafe_globals(path: Path, kind: str) -> None:
+    """Raise before unpickling if the pickle imports anything but plain-tensor machinery."""
+    if kind == "zip":
+        data = _zip_pickle_bytes(path)
+    else:
+        with open(path, "rb") as fh:
+            data = fh.read(64 * 1024 * 1024)
+    globs = list(dict.fromkeys(_pickle_globals(data)))  # unique, in order of appearance
+    unsafe = [g for g in globs if not g.startswith(_BENIGN_GLOBAL_PREFIXES)]
+    if any(g.startswith(("torch.nn.modules.", "xtask_core.")) for g in globs):
+        # torch.save(model): module classes (and the user's own model class) in the pickle
+        shown = [g for g in unsafe if not g.startswith("torch.")] + \
+                [g for g in globs if g.startswith("torch.nn.modules.")]
+        raise XTaskError(f"{path.name} is a pickled whole model (imports {_names(shown, 3)}), which cannot "
+                         "be loaded safely and was not; re-save it with torch.save(model.state_dict(), path)")
+    if unsafe:
+        raise XTaskError(f"refusing to load {path.name}: its pickle imports {_names(unsafe)}, "
+                         "not just tensors (possibly malicious); nothing was executed")
+
+
+def _torch_load_safe(path: Path, kind: str) -> Any:
+    """torch.load with weights_only=True, never anything else; errors become one-line XTaskErrors."""
+    _refuse_unsafe_globals(path, kind)
+    try:
+        with warnings.catch_warnings():  # torch warns about old pickle protocols; errors speak for us
+            warnings.simplefilter("ignore")
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except XTaskError:
+        raise
+    except Exception as err:  # noqa: BLE001 - every failure mode of a bad file maps to one message
+        msg = str(err)
+        glob = re.search(r"GLOBAL ([\w.]+)", msg)
+        if glob:
+            raise XTaskError(f"refusing to load {path.name}: its pickle imports {glob.group(1)}, "
+                             "not just tensors; nothing was executed") from None
+        reason = "truncated" if any(w in msg.lower() for w in ("eof", "truncat", "failed reading")) \
+            else "corrupt or not a torch checkpoint"
+        # torch's message is many lines of advice; keep the one line that says what broke
+        boiler = ("weights only load failed", "check the documentation", "please file an issue",
+                  "in pytorch 2.6", "re-running")
+        lines = [ln.strip() for ln in msg.splitlines()
+                 if ln.strip() and not ln.strip().lower().startswith(boiler)]
+        detail = (lines[0] if lines else type(err).__name__)[:120]
+        raise XTaskError(f"{path.name} is {reason} ({detail})") from None
+
+
+def _read_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt", device="cpu") as fh:
+            metadata = fh.metadata() or {}
+            tensors = {k: fh.get_tensor(k) for k in fh.keys()}
+    except Exception as err:  # SafetensorError, OSError, ...: truncated or corrupt
+        raise XTaskError(f"{path.name} is a truncated or corrupt .safetensors file ({str(err)[:120]})") from None
+    return tensors, metadata
+
+
+def read_tensor_file(path: str | os.PathLike, max_bytes: int = DEFAULT_MAX_BYTES) -> Any:
+    """Safely read a tensor file: ``.safetensors`` → dict of tensors; torch pickle → the object
+    (through ``weights_only=True`` after a global scan). Raises XTaskError on anything bad."""
+    path = Path(path)
+    _check_file(path, max_bytes)
+    kind = _sniff(path)
+    if kind == "safetensors":
+        return _read_safetensors(path)[0]
+    if kind in ("zip", "pickle"):
+        return _torch_load_safe(path, kind)
+    raise XTaskError(f"{path.name} is not a checkpoint (neither .safetensors nor a torch.save file)")
+
+
+# --------------------------------------------------------------------------- meta
+def _guess_dataset(num_classes: int) -> str:
+    if num_classes == 13:
+        return "nyuv2"
+    if num_classes in (7, 19):
+        return "cityscapes"
+    return "unknown"
+
+
+def _generic_palette(n: int) -> list[list[int]]:
+    """Distinct colours by golden-ratio hue steps, for class counts without a known table."""
+    import colorsys
+
+    return [[int(round(255 * c)) for c in colorsys.hsv_to_rgb((i * 0.618034) % 1.0, 0.65, 0.95)]
+            for i in range(n)]
+
+
+def default_meta(num_classes: int, dataset: str | None = None) -> dict:
+    """Meta dict for a model of ``num_classes`` trained on ``dataset``.
+
+    ``dataset=None`` guesses from the class count (13 → nyuv2; 7 or 19 → cityscapes; else
+    "unknown"). Class names and palettes come from :mod:`xtask_core.data.labels`; a class
+    count without a table gets "class k" names and generated colours.
+    """
+    dataset = dataset or _guess_dataset(num_classes)
+    names: list[str] | None = None
+    colours: list | None = None
+    try:
+        from .data import labels
+
+        names = [str(n) for n in labels.class_names(dataset, num_classes)]
+        colours = [[int(c) for c in rgb] for rgb in labels.palette(dataset, num_classes)]
+    except (ImportError, AttributeError, XTaskError, KeyError, ValueError):
+        pass  # unknown table (or labels not importable): generic names below
+    if not names or len(names) != num_classes:
+        names = [f"class {i}" for i in range(num_classes)]
+    if not colours or len(colours) != num_classes:
+        colours = _generic_palette(num_classes)
+    nyu = dataset == "nyuv2"
+    return {
+        "name": "",
+        "dataset": dataset,
+        "class_names": names,
+        "palette": colours,
+        "ignore_index": -1 if nyu else 250,
+        "depth_kind": "depth" if nyu else "disparity",
+        "depth_scale_note": ("metres" if nyu else
+                             "inverse depth = disparity_px / 256 (PNG (p-1)/256²), clipped at 0.4922; "
+                             "metres ≈ 0.209 m × 2262.52 px / (256 × value)"),
+        "training": {},
+    }
+
+
+# --------------------------------------------------------------------------- saving
+@dataclass
+class Loaded:
+    """A loaded checkpoint: ``model`` (XTaskNet, eval mode, float32 on the chosen device),
+    ``config`` (ModelConfig), ``meta`` (dict, see :func:`default_meta`), ``source``
+    ("xtask" | "xtask-mt" | "train-state") and ``path``."""
+
+    model: torch.nn.Module
+    config: ModelConfig
+    meta: dict
+    source: str
+    path: Path
+
+
+def _plain_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    # detach + contiguous + clone: safetensors refuses shared or strided storage
+    return {k: v.detach().to("cpu").contiguous().clone() for k, v in model.state_dict().items()}
+
+
+def save_checkpoint(path: str | os.PathLike, model: torch.nn.Module, meta: Mapping | None = None, *,
+                    half: bool = False, overwrite: bool = False) -> Path:
+    """Write ``model`` (an XTaskNet with ``.config``) and ``meta`` to one ``.safetensors`` file.
+
+    Args:
+        path: destination; written atomically (temp file + rename), so a failed save leaves
+            neither a partial file nor a damaged old one.
+        meta: JSON-serialisable dict (see :func:`default_meta`); ``None`` → default meta.
+        half: store floating tensors as float16 (half the size; loaded back as float32).
+            Refused if a value does not fit float16.
+        overwrite: replace an existing file (the trainer's ``last``); otherwise refuse.
+
+    Returns the path written.
+    """
+    path = Path(path)
+    config = getattr(model, "config", None)
+    if not isinstance(config, ModelConfig):
+        raise XTaskError("save_checkpoint needs an XTaskNet (a model with a ModelConfig .config)")
+    if not overwrite and path.exists():
+        raise XTaskError(f"refusing to overwrite existing file {path}")
+    meta = dict(default_meta(config.num_classes) if meta is None else meta)
+    state = _plain_state(model)
+    _check_finite(state, "save_checkpoint")
+    if half:
+        state = {k: (v.half() if torch.is_floating_point(v) else v) for k, v in state.items()}
+        _check_finite(state, "save_checkpoint(half=True): values too large for float16")
+    try:
+        header = {"format": FORMAT,
+                  "config": json.dumps(config.to_dict()),
+                  "meta": json.dumps(meta, default=_json_default),
+                  "dtype": "float16" if half else "float32"}
+    except (TypeError, ValueError) as err:
+        raise XTaskError(f"checkpoint meta is not JSON-serialisable: {err}") from None
+    from safetensors.torch import save as st_save
+
+    blob = st_save(state, metadata=header)
+    with atomic_path(path, overwrite=overwrite) as tmp:
+        with open(tmp, "wb") as fh:
+            fh.write(blob)
+            fh.flush()
+            os.fsync(fh.fileno())
+    return path
+
+
+# --------------------------------------------------------------------------- config inference
+def _strip_module(state: Mapping[str, Any]) -> dict[str, Any]:
+    if state and all(k.startswith("module.") for k in state):
+        return {k[len("module."):]: v for k, v in state.items()}
+    return dict(state)
+
+
+def infer_config(state: Mapping[str, torch.Tensor]) -> ModelConfig:
+    """Read an original-layout state dict's architecture off its keys and shapes.
+
+    - ``enc_layers``: residual blocks per stage (``layer1.1.<i>``, ``layer2..4.<i>``) plus the
+      block type (bottleneck blocks have ``conv3``): (2,2,2,2)→18, (3,4,6,3)→34 or 50,
+      (3,4,23,3)→101, (3,8,36,3)→152.
+    - ``num_classes``: rows of ``decoder_segmt.conv6.0.weight``; ``mid_features``: rows of
+      ``decoder_segmt.conv1.conv1.0.weight``.
+    - ``batch_norm``: TTNet BN keys present; TTNet width f from ``trans_s2d.enc1...`` rows:
+      f = 128 is the original ``wider_ttnet`` (64 × 2).
+    - height/width: not stored in weights; the dataset defaults for that class count.
+    """
+    from .model.encoder import BLOCK_COUNTS
+
+    need = ["decoder_segmt.conv6.0.weight", "decoder_segmt.conv1.conv1.0.weight",
+            "trans_s2d.enc1.double_conv.0.conv.0.weight", "pretrained_encoder.layer0.0.weight"]
+    missing = [k for k in need if k not in state]
+    if missing:
+        prefixes = sorted({k.split(".")[0] for k in state})
+        raise XTaskError(f"not an xtask / xtask_mt model state dict: missing {_names(missing, 2)} "
+                         f"(top-level names found: {_names(prefixes)})")
+    blocks = []
+    for stage, prefix in enumerate(("pretrained_encoder.layer1.1.", "pretrained_encoder.layer2.",
+                                    "pretrained_encoder.layer3.", "pretrained_encoder.layer4.")):
+        idx = {int(k[len(prefix):].split(".")[0]) for k in state
+               if k.startswith(prefix) and k[len(prefix):].split(".")[0].isdigit()}
+        blocks.append(max(idx) + 1 if idx else 0)
+    bottleneck = "pretrained_encoder.layer1.1.0.conv3.weight" in state
+    candidates = [n for n, counts in BLOCK_COUNTS.items()
+                  if tuple(blocks) == counts and (n >= 50) == bottleneck]
+    if len(candidates) != 1:
+        raise XTaskError(f"cannot identify the ResNet encoder: blocks per stage {tuple(blocks)}, "
+                         f"{'bottleneck' if bottleneck else 'basic'} blocks; expected one of "
+                         + ", ".join(f"ResNet{n} {c}" for n, c in BLOCK_COUNTS.items()))
+    num_classes = int(state["decoder_segmt.conv6.0.weight"].shape[0])
+    mid = int(state["decoder_segmt.conv1.conv1.0.weight"].shape[0])
+    f = int(state["trans_s2d.enc1.double_conv.0.conv.0.weight"].shape[0])
+    wider = f == 128  # the original's widths are 64 or, with wider_ttnet, 128
+    dataset = _guess_dataset(num_classes)
+    size = DATASET_DEFAULTS.get(dataset, DATASET_DEFAULTS["cityscapes"])
+    try:
+        return ModelConfig(enc_layers=candidates[0], num_classes=num_classes, mid_features=mid,
+                           ttnet_features=f // 2 if wider else f, wider_ttnet=wider,
+                           batch_norm="trans_s2d.enc1.double_conv.0.conv.1.weight" in state,
+                           height=size["height"], width=size["width"])
+    except XTaskError as err:
+        raise XTaskError(f"checkpoint shapes give an invalid model config: {err}") from None
+
+
+# --------------------------------------------------------------------------- loading
+def _build_and_load(config: ModelConfig, state: Mapping[str, Any], where: str) -> torch.nn.Module:
+    from .model import XTaskNet
+
+    not_tensors = [k for k, v in state.items() if not isinstance(v, torch.Tensor)]
+    if not_tensors:
+        raise XTaskError(f"{where}: entries that are not tensors: {_names(not_tensors)}")
+    _check_finite(state, where)
+    # Build on the meta device (no memory, no random init: loading a ResNet152 would otherwise
+    # spend seconds initialising weights it then overwrites) and adopt the loaded tensors.
+    with torch.device("meta"):
+        model = XTaskNet(config)
+    problem = describe_key_mismatch(model.state_dict(), state)
+    if problem:
+        raise XTaskError(f"{where} does not match the model architecture "
+                         f"(ResNet{config.enc_layers}, {config.num_classes} classes): {problem}")
+    # float16 storage comes back as float32
+    state = {k: (v.float() if torch.is_floating_point(v) else v) for k, v in state.items()}
+    model.load_state_dict(state, strict=True, assign=True)
+    return model
+
+
+def _config_from(raw: Any, where: str) -> ModelConfig:
+    if isinstance(raw, str):
+        try:
+            raw = json.loads(raw)
+        except ValueError:
+            raise XTaskError(f"{where}: config metadata is not valid JSON") from None
+    if not isinstance(raw, Mapping):
+        raise XTaskError(f"{where}: config is missing or not a dict")
+    return ModelConfig.from_dict(raw)
+
+
+def load_checkpoint(path: str | os.PathLike, device: str | torch.device | None = None, *,
+                    max_bytes: int = DEFAULT_MAX_BYTES) -> Loaded:
+    """Load any supported checkpoint (see module docstring) into an eval-mode XTaskNet.
+
+    Args:
+        path: checkpoint file.
+        device: where the model goes; None = CUDA if available, else CPU.
+        max_bytes: size cap checked before reading anything (default 2 GB).
+
+    Returns :class:`Loaded`. Raises :class:`XTaskError` with a one-line reason for missing,
+    empty, truncated, random or oversized files, unsafe or whole-model pickles, architecture
+    mismatches (keys named) and NaN/Inf weights.
+    """
+    path = Path(path)
+    dev = default_device(device)
+    _check_file(path, max_bytes)
+    kind = _sniff(path)
+    where = path.name
+    if kind == "safetensors":
+        state, header = _read_safetensors(path)
+        if header.get("format") == FORMAT:
+            config = _config_from(header.get("config"), where)
+            try:
+                meta = json.loads(header.get("meta") or "{}")
+            except ValueError:
+                raise XTaskError(f"{where}: meta metadata is not valid JSON") from None
+            source = "xtask"
+        elif "format" in header:
+            raise XTaskError(f"{where}: unsupported checkpoint format {header['format']!r} "
+                             f"(this xtask reads {FORMAT})")
+        else:  # a bare state dict converted to safetensors: treat as the original layout
+            state = _strip_module(state)
+            config = infer_config(state)
+            meta = default_meta(config.num_classes)
+            source = "xtask-mt"
+    elif kind in ("zip", "pickle"):
+        obj = _torch_load_safe(path, kind)
+        if not isinstance(obj, Mapping):
+            raise XTaskError(f"{where} holds a {type(obj).__name__}, not a state dict")
+        if "model" in obj and "config" in obj:  # our training state
+            state = obj["model"]
+            if not isinstance(state, Mapping):
+                raise XTaskError(f"{where}: training state's 'model' entry is not a state dict")
+            state = _strip_module(state)
+            config = _config_from(obj["config"], where)
+            meta = obj.get("meta") if isinstance(obj.get("meta"), Mapping) else default_meta(config.num_classes)
+            meta = dict(meta)
+            if not meta.get("training"):
+                meta["training"] = {"epoch": obj.get("epoch"), "step": obj.get("step")}
+            source = "train-state"
+        else:
+            if "state_dict" in obj and isinstance(obj["state_dict"], Mapping):
+                obj = obj["state_dict"]  # a common wrapper around a plain state dict
+            state = _strip_module(obj)
+            config = infer_config(state)
+            meta = default_meta(config.num_classes)
+            meta["name"] = path.parent.parent.name if path.parent.name == "model" else path.stem
+            source = "xtask-mt"
+    else:
+        raise XTaskError(f"{where} is not a checkpoint (neither .safetensors nor a torch.save file)")
+    model = _build_and_load(config, state, where)
+    full = default_meta(config.num_classes, meta.get("dataset") if isinstance(meta, Mapping) else None)
+    full.update(meta if isinstance(meta, Mapping) else {})
+    if not full.get("name"):
+        full["name"] = path.stem
+    return Loaded(model=model.to(dev).eval(), config=config, meta=full, source=source, path=path)
+
+
+# --------------------------------------------------------------------------- training state
+def save_train_state(path: str | os.PathLike, *, model, optimizer=None, scheduler=None, balancer=None,
+                     epoch: int = 0, step: int = 0, train_config=None, meta: Mapping | None = None) -> Path:
+    """Save everything ``--resume`` needs with ``torch.save``, atomically, overwriting ``path``.
+
+    Contents (plain tensors, numbers, strings, lists and dicts only, so
+    ``torch.load(weights_only=True)`` reads it back): ``format``, ``model`` (state dict),
+    ``config`` (ModelConfig dict), ``train_config`` (TrainConfig dict or None), ``optimizer``,
+    ``scheduler``, ``balancer`` (their ``state_dict()`` or None), ``epoch``, ``step``, ``meta``.
+    """
+    config = getattr(model, "config", None)
+    if not isinstance(config, ModelConfig):
+        raise XTaskError("save_train_state needs an XTaskNet (a model with a ModelConfig .config)")
+
+    def sd(obj):
+        return None if obj is None else obj.state_dict()
+
+    tc = train_config.to_dict() if hasattr(train_config, "to_dict") else train_config
+    payload = {
+        "format": TRAIN_STATE_FORMAT,
+        "model": _plain_state(model),
+        "config": config.to_dict(),
+        "train_config": json.loads(json.dumps(tc, default=_json_default)) if tc is not None else None,
+        "optimizer": sd(optimizer), "scheduler": sd(scheduler), "balancer": sd(balancer),
+        "epoch": int(epoch), "step": int(step),
+        "meta": json.loads(json.dumps(dict(meta), default=_json_default)) if meta is not None else None,
+    }
+    _check_plain(payload, "train state")
+    path = Path(path)
+    with atomic_path(path, overwrite=True) as tmp:
+        torch.save(payload, tmp)
+    return path
+
+
+_PLAIN = (str, int, float, bool, type(None), torch.Tensor, torch.Size, torch.dtype)
+
+
+def _check_plain(obj: Any, where: str) -> None:
+    """Refuse to write what ``weights_only=True`` could not read back (numpy arrays, custom
+    classes, ...): better a clear error now than an un-resumable ``last.state.pt`` later."""
+    if isinstance(obj, _PLAIN):
+        return
+    if isinstance(obj, Mapping):
+        for k, v in obj.items():
+            if not isinstance(k, (str, int)):
+                raise XTaskError(f"{where}: key {k!r} is a {type(k).__name__}; only str/int keys can be saved")
+            _check_plain(v, f"{where}[{k!r}]")
+        return
+    if isinstance(obj, (list, tuple)):
+        for i, v in enumerate(obj):
+            _check_plain(v, f"{where}[{i}]")
+        return
+    raise XTaskError(f"{where} is a {type(obj).__module__}.{type(obj).__name__}, which a safe load cannot "
+                     "read back; convert it to plain numbers, lists or tensors")
+
+
+def load_train_state(path: str | os.PathLike, *, max_bytes: int = DEFAULT_MAX_BYTES) -> dict:
+    """Read a :func:`save_train_state` file (safely) → the dict described there, on CPU."""
+    path = Path(path)
+    obj = read_tensor_file(path, max_bytes)
+    if not isinstance(obj, dict) or "model" not in obj or "config" not in obj:
+        raise XTaskError(f"{path.name} is not an xtask training state (needs 'model' and 'config')")
+    return obj
+
+
+# --------------------------------------------------------------------------- model card
+def describe(loaded: Loaded) -> dict:
+    """Flat facts for the app's model card: name, source format, parameter count, encoder,
+    classes, dataset, depth kind, input size, TTNet/decoder widths, training summary, file size."""
+    cfg, meta = loaded.config, loaded.meta
+    n_params = sum(p.numel() for p in loaded.model.parameters())
+    training = dict(meta.get("training") or {})
+    try:
+        size = loaded.path.stat().st_size
+    except OSError:
+        size = None
+    return {
+        "name": meta.get("name") or loaded.path.stem,
+        "path": str(loaded.path),
+        "source": loaded.source,
+        "source_label": {"xtask": "xtask checkpoint (.safetensors)",
+                         "xtask-mt": "original xtask_mt state dict (imported)",
+                         "train-state": "xtask training state (.pt)"}.get(loaded.source, loaded.source),
+        "file_mb": None if size is None else round(size / 1e6, 2),
+        "params": n_params,
+        "params_millions": round(n_params / 1e6, 2),
+        "enc_layers": cfg.enc_layers,
+        "encoder": f"ResNet{cfg.enc_layers}",
+        "num_classes": cfg.num_classes,
+        "class_names": list(meta.get("class_names") or []),
+        "dataset": meta.get("dataset", "unknown"),
+        "depth_kind": meta.get("depth_kind", "disparity"),
+        "depth_scale_note": meta.get("depth_scale_note", ""),
+        "input_size": [cfg.height, cfg.width],
+        "mid_features": cfg.mid_features,
+        "ttnet_widths": list(cfg.ttnet_widths),
+        "batch_norm": cfg.batch_norm,
+        "training": training,
+        "epochs": training.get("epochs", training.get("epoch")),
+        "steps": training.get("steps", training.get("step")),
+    }
