@@ -1,0 +1,288 @@
+"""Safe image decoding for everything a user can upload or point the CLI at.
+
+One decoder (Pillow), one output type: an ``H×W×3`` ``uint8`` RGB array.
+
+Why each step is here
+- **Allowed formats only.** ``Image.open`` is told which plugins it may try
+  (:data:`ALLOWED_FORMATS`). Pillow can otherwise open formats such as EPS, whose loader
+  runs an external Ghostscript process; a photo uploader has no business doing that.
+- **Pixel cap before decoding.** ``Image.open`` is lazy: it reads the header only. We check
+  ``width × height`` against ``max_pixels`` *before* ``load()`` so a tiny file that claims a
+  gigapixel canvas (a decompression bomb) is refused without allocating anything. Pillow's own
+  global guard (``Image.MAX_IMAGE_PIXELS``; ``DecompressionBombError`` above twice that) is left
+  untouched - mutating a process-wide setting from a library would affect every other caller
+  (the Streamlit server is multi-threaded) - and its error is translated to the same message.
+  Whichever of the two limits is stricter wins.
+- **Forced decode.** ``load()`` is called inside the ``try`` so truncated or corrupt pixel data
+  fails here with a one-line :class:`XTaskError`, not later inside numpy or a model.
+  ``ImageFile.LOAD_TRUNCATED_IMAGES`` is not changed (a truncated file is an error).
+- **EXIF orientation** is applied (``ImageOps.exif_transpose``): phone photos are stored
+  sideways with an orientation tag, and the model must see them upright. A malformed EXIF
+  block is ignored (the image is shown as stored, as browsers do): the pixels are fine.
+- **Explicit mode conversion** (see :func:`_to_rgb`):
+
+  ===========================  ===================================================
+  mode                         conversion
+  ===========================  ===================================================
+  RGB                          as is
+  1, L                         grey replicated to three channels
+  P (palette)                  palette lookup; with a transparency entry → as RGBA
+  RGBA, LA, PA, RGBa, La       **composited over white** (not dropped): the RGB under
+                               fully transparent pixels is arbitrary (often black or
+                               junk) and would otherwise show up; white is what a
+                               browser shows behind a transparent PNG
+  CMYK                         Pillow's CMYK→RGB (Adobe-inverted JPEGs are handled by
+                               the JPEG reader); no ICC colour management
+  YCbCr, LAB, HSV, RGBX        Pillow's conversion to RGB
+  I;16*, I (integer ≥ 8 bit)   if all values lie in [0, 65535]: divided by 257 (the
+                               exact map of the full 16-bit range onto 0..255, so an
+                               image keeps its absolute brightness); otherwise
+                               (negative or > 16-bit values) stretched min→0, max→255
+  F (float)                    values in [0, 1] → ×255; otherwise stretched min→max;
+                               NaN/Inf → 0
+  ===========================  ===================================================
+
+Multi-frame files (GIF, APNG, TIFF) give their first frame.
+"""
+from __future__ import annotations
+
+import io
+import os
+import re
+import struct
+from pathlib import Path
+from typing import BinaryIO, Union
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from .errors import XTaskError
+
+ImageSource = Union[str, os.PathLike, bytes, bytearray, memoryview, BinaryIO]
+
+# Plugins Image.open may try. Raster formats with plain decoders only (no EPS/PS, which
+# shells out to Ghostscript; no exotic rarely-audited plugins).
+ALLOWED_FORMATS = ("PNG", "JPEG", "BMP", "GIF", "TIFF", "WEBP", "PPM")
+
+DEFAULT_MAX_PIXELS = 40_000_000   # 40 MP: larger than any camera photo a user would upload
+DEFAULT_MIN_SIDE = 8              # anything smaller carries no content a model can use
+
+# Errors Pillow (and zlib / libjpeg underneath) raise for corrupt or truncated data.
+_DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, IndexError, TypeError,
+                  struct.error, MemoryError)
+
+
+def _read_source(source: ImageSource) -> tuple[bytes, str]:
+    """Return (file bytes, a short name for messages). Paths must be regular files."""
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        return bytes(source), "image"
+    if isinstance(source, (str, os.PathLike)):
+        path = Path(source)
+        if not path.exists():
+            raise XTaskError(f"image file not found: {path}")
+        if not path.is_file():
+            raise XTaskError(f"not a regular file: {path}")
+        try:
+            return path.read_bytes(), path.name
+        except OSError as err:
+            raise XTaskError(f"cannot read image {path}: {err.strerror or err}") from None
+    if hasattr(source, "read"):
+        # Streamlit's UploadedFile, BytesIO, an open file: read it all (a 40 MP image is at
+        # most ~120 MB uncompressed; compressed files are much smaller).
+        try:
+            if hasattr(source, "seek"):
+                source.seek(0)
+            data = source.read()
+        except (OSError, ValueError) as err:
+            raise XTaskError(f"cannot read image stream: {err}") from None
+        if not isinstance(data, (bytes, bytearray)):
+            raise XTaskError("image stream must be opened in binary mode")
+        return bytes(data), getattr(source, "name", "image")
+    raise XTaskError(f"unsupported image source type {type(source).__name__} "
+                     "(give a path, bytes or a binary file object)")
+
+
+def _too_large(width: int, height: int, max_pixels: int) -> XTaskError:
+    return XTaskError(f"image too large: {width}×{height} = {width * height} pixels > cap "
+                      f"{max_pixels} pixels")
+
+
+def _scale_integer(arr: np.ndarray) -> np.ndarray:
+    """Integer grey image (16- or 32-bit) → uint8, per the module table."""
+    arr = arr.astype(np.int64)
+    lo, hi = int(arr.min()), int(arr.max())
+    if lo >= 0 and hi <= 65535:
+        # Round-to-nearest of v/257: 65535 → 255 exactly, 257·k → k.
+        return ((arr * 255 + 32767) // 65535).astype(np.uint8)
+    if hi == lo:
+        return np.zeros(arr.shape, np.uint8)
+    return np.round((arr - lo) * (255.0 / (hi - lo))).astype(np.uint8)
+
+
+def _scale_float(arr: np.ndarray) -> np.ndarray:
+    """Float grey image → uint8, per the module table (non-finite → 0)."""
+    arr = arr.astype(np.float64)
+    finite = np.isfinite(arr)
+    if not finite.any():
+        return np.zeros(arr.shape, np.uint8)
+    lo, hi = float(arr[finite].min()), float(arr[finite].max())
+    if lo >= 0.0 and hi <= 1.0:
+        out = arr * 255.0
+    elif hi == lo:
+        out = np.zeros_like(arr)
+    else:
+        out = (arr - lo) * (255.0 / (hi - lo))
+    out = np.where(finite, out, 0.0)
+    return np.clip(np.round(out), 0, 255).astype(np.uint8)
+
+
+def _composite_on_white(rgba: Image.Image) -> np.ndarray:
+    """RGBA image → RGB array composited over a white background (alpha blending in uint8)."""
+    arr = np.asarray(rgba.convert("RGBA"), dtype=np.uint16)
+    rgb, alpha = arr[..., :3], arr[..., 3:4]
+    out = (rgb * alpha + 255 * (255 - alpha) + 127) // 255
+    return out.astype(np.uint8)
+
+
+def _to_rgb(im: Image.Image) -> np.ndarray:
+    """Decoded Pillow image of any supported mode → H×W×3 uint8 RGB (see module table)."""
+    mode = im.mode
+    if mode == "RGB":
+        return np.asarray(im, dtype=np.uint8)
+    if mode in ("1", "L"):
+        grey = np.asarray(im.convert("L"), dtype=np.uint8)
+        return np.repeat(grey[..., None], 3, axis=2)
+    if mode == "P":
+        if "transparency" in im.info:
+            return _composite_on_white(im.convert("RGBA"))
+        return np.asarray(im.convert("RGB"), dtype=np.uint8)
+    if mode in ("RGBA", "LA", "PA", "RGBa", "La"):
+        # convert("RGBA") expands grey and un-premultiplies RGBa/La before compositing.
+        return _composite_on_white(im)
+    if mode in ("CMYK", "YCbCr", "LAB", "HSV", "RGBX"):
+        try:
+            return np.asarray(im.convert("RGB"), dtype=np.uint8)
+        except ValueError:
+            raise XTaskError(f"unsupported image mode {mode} (cannot convert to RGB)") from None
+    if mode.startswith("I"):   # I, I;16, I;16B, I;16L, I;16N
+        grey = _scale_integer(np.asarray(im))
+        return np.repeat(grey[..., None], 3, axis=2)
+    if mode == "F":
+        grey = _scale_float(np.asarray(im))
+        return np.repeat(grey[..., None], 3, axis=2)
+    raise XTaskError(f"unsupported image mode {mode}")
+
+
+def load_image(source: ImageSource, max_pixels: int = DEFAULT_MAX_PIXELS,
+               min_side: int = DEFAULT_MIN_SIDE) -> np.ndarray:
+    """Decode an image safely into an RGB array.
+
+    Args:
+        source: a path, the file's bytes, or a binary file-like object (e.g. a Streamlit upload).
+        max_pixels: refuse images whose header says ``width × height`` exceeds this, before
+            any pixel is decoded.
+        min_side: refuse images whose shorter side is below this many pixels.
+
+    Returns:
+        ``np.ndarray`` of shape H×W×3, dtype uint8, RGB order, upright (EXIF orientation applied).
+        H and W are the *displayed* size (after a 90° EXIF rotation they are swapped).
+
+    Raises:
+        XTaskError: one line, e.g. ``"empty file"``, ``"not an image …"``,
+            ``"truncated or corrupt image …"``, ``"image too large: W×H = N pixels > cap M pixels"``,
+            ``"image too small …"``.
+    """
+    data, name = _read_source(source)
+    if not data:
+        raise XTaskError(f"{name}: empty file")
+    try:
+        # (No warnings.catch_warnings() here: it mutates process-wide state and is not
+        # thread-safe under Streamlit. Pillow may warn for > MAX_IMAGE_PIXELS; our cap refuses.)
+        im = Image.open(io.BytesIO(data), formats=ALLOWED_FORMATS)
+    except Image.DecompressionBombError as err:
+        # Raised by Image.open itself for > 2 × MAX_IMAGE_PIXELS: still a header-only refusal.
+        m = re.search(r"\((\d+) pixels\)", str(err))
+        n = m.group(1) if m else "?"
+        raise XTaskError(f"image too large: {n} pixels > cap {max_pixels} pixels "
+                         "(refused from the header, before decoding)") from None
+    except UnidentifiedImageError:
+        raise XTaskError(f"{name}: not an image (or not one of the supported formats "
+                         f"{', '.join(ALLOWED_FORMATS)})") from None
+    except _DECODE_ERRORS as err:
+        raise XTaskError(f"{name}: not a readable image ({type(err).__name__}: {err})") from None
+
+    with im:
+        width, height = im.size
+        if width <= 0 or height <= 0:
+            raise XTaskError(f"{name}: image has no pixels ({width}×{height})")
+        if width * height > max_pixels:
+            raise _too_large(width, height, max_pixels)
+        if min(width, height) < min_side:
+            raise XTaskError(f"image too small: {width}×{height} (each side must be at least "
+                             f"{min_side} pixels)")
+        try:
+            im.load()  # force the lazy decoder now, inside the try
+            try:
+                upright = ImageOps.exif_transpose(im)
+            except _DECODE_ERRORS:
+                # The pixels decoded fine but the EXIF block is malformed: show the image
+                # as stored, as browsers do, rather than refuse a readable photo.
+                upright = im
+            rgb = _to_rgb(upright)
+        except XTaskError:
+            raise
+        except _DECODE_ERRORS as err:
+            msg = str(err).splitlines()[0] if str(err) else type(err).__name__
+            raise XTaskError(f"{name}: truncated or corrupt image ({msg})") from None
+    # Defensive: never hand out a view into Pillow's buffer or a non-contiguous array.
+    rgb = np.ascontiguousarray(rgb, dtype=np.uint8)
+    if rgb.ndim != 3 or rgb.shape[2] != 3:
+        raise XTaskError(f"{name}: decoded to unexpected shape {rgb.shape}")
+    return rgb
+
+
+def image_size(source: ImageSource) -> tuple[int, int]:
+    """(width, height) from the header only, without decoding pixels (EXIF rotation ignored)."""
+    data, name = _read_source(source)
+    if not data:
+        raise XTaskError(f"{name}: empty file")
+    try:
+        with Image.open(io.BytesIO(data), formats=ALLOWED_FORMATS) as im:
+            return im.size
+    except Image.DecompressionBombError:
+        raise XTaskError("image too large (refused from the header)") from None
+    except (UnidentifiedImageError, *_DECODE_ERRORS):
+        raise XTaskError(f"{name}: not an image") from None
+
+
+def to_png_bytes(array: np.ndarray) -> bytes:
+    """Encode an array as PNG bytes (for downloads).
+
+    Accepts H×W uint8 (grey), H×W uint16 (16-bit grey, e.g. a disparity PNG),
+    H×W×3 uint8 (RGB) or H×W×4 uint8 (RGBA). Bool arrays are written as 0/255 grey.
+    """
+    arr = np.asarray(array)
+    if arr.dtype == bool:
+        arr = arr.astype(np.uint8) * 255
+    if arr.ndim == 3 and arr.shape[2] == 1:
+        arr = arr[..., 0]
+    if arr.ndim == 2 and arr.dtype == np.uint16:
+        im = Image.fromarray(np.ascontiguousarray(arr))   # Pillow picks I;16
+    elif arr.dtype == np.uint8 and (arr.ndim == 2 or (arr.ndim == 3 and arr.shape[2] in (3, 4))):
+        im = Image.fromarray(np.ascontiguousarray(arr))
+    else:
+        raise XTaskError(f"cannot encode array of shape {arr.shape} and dtype {arr.dtype} as PNG "
+                         "(need H×W uint8/uint16 or H×W×3/4 uint8)")
+    buf = io.BytesIO()
+    im.save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def to_jpeg_bytes(rgb: np.ndarray, quality: int = 90) -> bytes:
+    """Encode an H×W×3 uint8 RGB array as JPEG bytes."""
+    arr = np.asarray(rgb)
+    if arr.dtype != np.uint8 or arr.ndim != 3 or arr.shape[2] != 3:
+        raise XTaskError(f"JPEG needs H×W×3 uint8, got {arr.shape} {arr.dtype}")
+    buf = io.BytesIO()
+    Image.fromarray(np.ascontiguousarray(arr)).save(buf, format="JPEG", quality=int(quality))
+    return buf.getvalue()
