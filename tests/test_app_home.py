@@ -1,0 +1,59 @@
+"""AppTest of the Home page and of the shared sidebar (checkpoint picker)."""
+from __future__ import annotations
+
+from tests.app_helpers import app_text, checkpoint_box, make_app_env, run_page
+
+
+def test_home_renders_live_figure(tmp_path, monkeypatch):
+    at = run_page("home", make_app_env(tmp_path), monkeypatch)
+    assert not at.exception
+    assert at.title[0].value == "Cross-task consistency explorer"
+    assert len(at.get("image")) == 5                 # input, seg, seg_t, depth, depth_t
+    text = app_text(at)
+    assert "task-transfer nets" in text and "synthetic" in text and "Running on" in text
+    box = checkpoint_box(at)
+    assert box.options == ["shipped: tiny_a", "shipped: tiny_b"] and box.value == "shipped: tiny_a"
+    assert "tiny a" in app_text(at)                   # the model card names the checkpoint
+
+
+def test_home_without_any_checkpoint(tmp_path, monkeypatch):
+    env = make_app_env(tmp_path, n_checkpoints=0)
+    at = run_page("home", env, monkeypatch)
+    assert not at.exception
+    assert any("No checkpoint loaded" in w.value for w in at.sidebar.warning)
+    assert any("Load a checkpoint" in i.value for i in at.info)
+
+
+def test_failed_load_keeps_previous_model(tmp_path, monkeypatch):
+    env = make_app_env(tmp_path)
+    (tmp_path / "checkpoints" / "zz_broken.safetensors").write_bytes(b"not a checkpoint")
+    at = run_page("home", env, monkeypatch)
+    assert checkpoint_box(at).value == "shipped: tiny_a"
+
+    checkpoint_box(at).select("shipped: zz_broken").run()      # a broken file in the list
+    assert not at.exception
+    assert checkpoint_box(at).value == "shipped: tiny_a"       # reverted
+    assert any("Could not load shipped: zz_broken" in e.value for e in at.sidebar.error)
+    assert "tiny a" in app_text(at)
+
+    checkpoint_box(at).select("shipped: tiny_b").run()         # a good switch still works
+    assert checkpoint_box(at).value == "shipped: tiny_b" and "tiny b" in app_text(at)
+    assert not at.sidebar.error
+
+    def load_path(text):  # re-fetch the widgets: elements of an earlier run are stale
+        next(t for t in at.sidebar.text_input if t.label.startswith("Path")).input(text)
+        next(b for b in at.sidebar.button if b.label == "Load path").click().run()
+
+    load_path("/etc/passwd")
+    assert any("outside the allowed folders" in e.value for e in at.sidebar.error)
+    assert checkpoint_box(at).value == "shipped: tiny_b"
+
+    bad = tmp_path / "extra.safetensors"                       # inside XTASK_ALLOWED_ROOTS, but junk
+    bad.write_bytes(b"\x00" * 64)
+    load_path(str(bad))
+    assert any("Could not load" in e.value for e in at.sidebar.error)
+    assert checkpoint_box(at).value == "shipped: tiny_b"
+
+    load_path(str(tmp_path / "checkpoints" / "tiny_a.safetensors"))      # a good typed path
+    assert not at.exception and not at.sidebar.error
+    assert checkpoint_box(at).value.startswith("path: tiny_a.safetensors")

@@ -1,0 +1,202 @@
+"""End-to-end: the real `streamlit run app.py` server driven in headless Chromium (playwright).
+
+Visits every page, uploads an image on Predictions, switches checkpoints, runs a 3-step
+fine-tune, and checks that no exception or error box appears. Screenshots go to
+$XTASK_SCREENSHOT_DIR when set. Timings (cold start → first rendered predictions, a
+display-only interaction) are printed and written to <screenshot dir>/timings.json.
+Run with: pytest tests/test_browser.py -m browser -s
+"""
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tests.app_helpers import make_app_env
+
+CHROMIUM = "/usr/bin/chromium"
+ROOT = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.browser
+
+if not Path(CHROMIUM).exists():
+    pytest.skip(f"{CHROMIUM} is missing: the browser test needs a system Chromium", allow_module_level=True)
+playwright_sync = pytest.importorskip("playwright.sync_api", reason="Python playwright is not installed")
+
+ERROR_SELECTORS = ("[data-testid='stException']", "[data-testid='stAlertContentError']")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _wait_health(url: str, proc: subprocess.Popen, timeout: float = 90.0) -> None:
+    end = time.time() + timeout
+    while time.time() < end:
+        if proc.poll() is not None:
+            raise AssertionError(f"streamlit exited with code {proc.returncode}")
+        try:
+            with urllib.request.urlopen(url + "/_stcore/health", timeout=2) as r:
+                if r.read().strip() == b"ok":
+                    return
+        except OSError:
+            pass
+        time.sleep(0.2)
+    raise AssertionError("streamlit server did not become healthy")
+
+
+@pytest.fixture
+def server(tmp_path):
+    env = dict(os.environ, **make_app_env(tmp_path))
+    env["XTASK_JOB_OWNER"] = f"browser-test-{os.getpid()}"
+    port = _free_port()
+    t0 = time.time()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "streamlit", "run", "app.py", "--server.headless", "true",
+         "--server.port", str(port), "--server.address", "127.0.0.1",
+         "--browser.gatherUsageStats", "false"],
+        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        _wait_health(url, proc)
+        yield {"url": url, "t0": t0, "tmp": tmp_path, "proc": proc}
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        out = proc.stdout.read() if proc.stdout else ""
+        if "Traceback" in out:  # pages show no tracebacks (showErrorDetails = "none"): the log has them
+            print(out[-6000:])
+
+
+_STATE = "document.querySelector(\"[data-testid='stApp']\")?.getAttribute('data-test-script-state')"
+
+
+def _idle(page, timeout: float = 120_000) -> None:
+    """Wait until Streamlit has finished the current script run (stApp's script state)."""
+    try:  # a click is sent over the websocket first: give the run a moment to start
+        page.wait_for_function(f"{_STATE} === 'running'", timeout=1_500)
+    except playwright_sync.TimeoutError:
+        pass  # it may already be over
+    page.wait_for_function(f"{_STATE} !== 'running' && {_STATE} !== 'rerunRequested'", timeout=timeout)
+    page.wait_for_timeout(300)  # let the browser paint the last deltas
+
+
+def _no_errors(page, where: str) -> None:
+    for sel in ERROR_SELECTORS:
+        n = page.locator(sel).count()
+        assert n == 0, f"{where}: {n} × {sel}: {page.locator(sel).first.inner_text()[:300]}"
+    assert "Traceback" not in page.inner_text("body"), where
+
+
+def _goto(page, title: str) -> None:
+    """Click ``title`` in the sidebar navigation and wait for that page's run to finish."""
+    page.locator("[data-testid='stSidebarNav'] a", has_text=title).first.click()
+    _idle(page)
+    page.get_by_role("heading", name=title).first.wait_for(timeout=60_000)
+
+
+def _shot(page, name: str, folder: Path | None) -> None:
+    if folder is not None:
+        page.screenshot(path=str(folder / f"{name}.png"), full_page=True)
+
+
+def test_every_page_in_chromium(server):
+    shots = Path(os.environ["XTASK_SCREENSHOT_DIR"]) if os.environ.get("XTASK_SCREENSHOT_DIR") else None
+    if shots is not None:
+        shots.mkdir(parents=True, exist_ok=True)
+    upload = server["tmp"] / "upload photo.jpg"
+    from PIL import Image
+    rng = np.random.default_rng(1)
+    Image.fromarray(rng.integers(0, 256, (150, 200, 3), dtype=np.uint8)).save(upload, quality=90)
+    timings = {}
+
+    with playwright_sync.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=[
+            "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+            "--disable-component-update", "--disable-sync", "--no-first-run"])
+        page = browser.new_page(viewport={"width": 1400, "height": 2600})
+        page.goto(server["url"])
+        # Home shows the live model's predictions: that is "first rendered predictions".
+        page.get_by_role("heading", name="Cross-task consistency explorer").wait_for(timeout=90_000)
+        page.locator("[data-testid='stImage'] img").nth(4).wait_for(timeout=90_000)
+        timings["cold_start_to_first_predictions_s"] = round(time.time() - server["t0"], 2)
+        _idle(page)
+        _no_errors(page, "home")
+        _shot(page, "1_home", shots)
+
+        t = time.time()
+        _goto(page, "Predictions")
+        page.locator(".js-plotly-plot").first.wait_for(timeout=60_000)
+        timings["predictions_page_s"] = round(time.time() - t, 2)
+        _no_errors(page, "predictions")
+        _shot(page, "2_predictions_sample", shots)
+
+        # display-only control: the colour map (cached prediction, no model run)
+        t = time.time()
+        page.locator("[data-testid='stSelectbox']", has_text="Depth colour map").locator("div[role='combobox'], input").first.click()
+        page.get_by_role("option", name="viridis").click()
+        _idle(page)
+        timings["display_only_interaction_s"] = round(time.time() - t, 2)
+        _no_errors(page, "predictions colour map")
+
+        page.locator("[data-testid='stRadio'] label", has_text="Upload").first.click()
+        _idle(page)
+        page.locator("[data-testid='stMain'] input[type='file']").set_input_files(str(upload))
+        page.get_by_text("upload photo.jpg: 200×150 px").wait_for(timeout=60_000)
+        _idle(page)
+        _no_errors(page, "predictions upload")
+        _shot(page, "3_predictions_upload", shots)
+
+        # switch checkpoints in the shared sidebar
+        page.locator("[data-testid='stSidebar'] [data-testid='stSelectbox']").first.click()
+        page.get_by_role("option", name="shipped: tiny_b").click()
+        _idle(page)
+        page.locator("[data-testid='stSidebar']").get_by_text("tiny b").first.wait_for(timeout=30_000)
+        _no_errors(page, "checkpoint switch")
+
+        for title, shot in (("Error maps", "4_error_maps"), ("Compare checkpoints", "5_compare"),
+                            ("Learn", "7_learn")):
+            _goto(page, title)
+            _no_errors(page, title)
+            _shot(page, shot, shots)
+
+        if (ROOT / "pages" / "dashboard.py").exists():
+            try:
+                _goto(page, "Training dashboard")
+            finally:
+                _shot(page, "8_dashboard", shots)
+            _no_errors(page, "dashboard")
+            _shot(page, "8_dashboard", shots)
+
+        if (ROOT / "pages" / "finetune.py").exists():
+            _goto(page, "Fine-tune")
+            steps = page.locator("[data-testid='stSlider']", has_text="Steps").get_by_role("slider")
+            steps.focus()
+            page.keyboard.press("Home")            # 1 step …
+            page.keyboard.press("ArrowRight")
+            page.keyboard.press("ArrowRight")      # … 3 steps
+            _idle(page)
+            page.get_by_role("button", name="Start fine-tuning").click()
+            page.get_by_text("Done: saved as a new run").wait_for(timeout=300_000)
+            _idle(page)
+            _no_errors(page, "fine-tune")
+            _shot(page, "6_finetune_done", shots)
+
+        browser.close()
+
+    print("TIMINGS", json.dumps(timings))
+    if shots is not None:
+        (shots / "timings.json").write_text(json.dumps(timings, indent=2))
+    assert timings["display_only_interaction_s"] < 5.0
