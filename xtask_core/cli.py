@@ -473,15 +473,20 @@ def _predict_arrays(loaded, rgb, device, precision: str, size):
 
 
 def predict_image(loaded, image_path: str, out_dir: Path, *, device, precision: str = "auto",
-                  size: tuple[int, int] | None = None, cmap: str = "magma") -> dict[str, Any]:
-    """Predict one image and write PNGs, .npy arrays and summary.json into ``out_dir``."""
+                  size: tuple[int, int] | None = None, cmap: str = "magma",
+                  rgb=None) -> dict[str, Any]:
+    """Predict one image and write PNGs, .npy arrays and summary.json into ``out_dir``.
+
+    ``rgb``: the already decoded H×W×3 uint8 image of ``image_path`` (skips decoding it again).
+    """
     import numpy as np
 
     from . import viz
     from .images import load_image, to_png_bytes
     from .utils import atomic_write_bytes, atomic_write_text
 
-    rgb = np.array(load_image(image_path))  # writable: torch warns on read-only arrays
+    # writable copy: torch warns on read-only arrays
+    rgb = np.array(load_image(image_path) if rgb is None else rgb)
     size = size or (loaded.config.height, loaded.config.width)
     if size[0] % 32 or size[1] % 32:
         raise XTaskError(f"--height and --width must be multiples of 32, got {size[0]}x{size[1]}")
@@ -540,7 +545,15 @@ def predict_image(loaded, image_path: str, out_dir: Path, *, device, precision: 
 
 
 def cmd_predict(args) -> int:
-    from .checkpoint import load_checkpoint
+    from .images import load_image
+
+    stems = [Path(p).stem for p in args.image]
+    if len(set(stems)) != len(stems):
+        raise XTaskError("several --image files share a name; predict them into separate --out folders")
+    # Decode every image before loading the model: a bad file fails in a fraction of a second
+    # and before any output is written (not after the earlier images' results).
+    images = [load_image(p) for p in args.image]
+    from .checkpoint import load_checkpoint  # imports torch: only once the inputs are known good
     from .precision import resolve_precision
 
     dev = _device(args)
@@ -550,12 +563,10 @@ def cmd_predict(args) -> int:
     if args.height or args.width:
         size = (args.height or loaded.config.height, args.width or loaded.config.width)
     out = Path(args.out)
-    stems = [Path(p).stem for p in args.image]
-    if len(set(stems)) != len(stems):
-        raise XTaskError("several --image files share a name; predict them into separate --out folders")
-    for path in args.image:
+    for path, rgb in zip(args.image, images):
         target = out if len(args.image) == 1 else out / Path(path).stem
-        s = predict_image(loaded, path, target, device=dev, precision=prec, size=size, cmap=args.cmap)
+        s = predict_image(loaded, path, target, device=dev, precision=prec, size=size, cmap=args.cmap,
+                          rgb=rgb)
         c = s["consistency"]
         _out(f"{path} -> {target}  (seg agreement direct/transferred {100 * c['seg_agreement']:.1f}%, "
              f"mean |depth - depth_t| {c['depth_mean_abs_diff']:.4g} {s['depth_unit']})")

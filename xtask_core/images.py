@@ -102,8 +102,8 @@ def _read_source(source: ImageSource) -> tuple[bytes, str]:
                      "(give a path, bytes or a binary file object)")
 
 
-def _too_large(width: int, height: int, max_pixels: int) -> XTaskError:
-    return XTaskError(f"image too large: {width}×{height} = {width * height} pixels > cap "
+def _too_large(name: str, width: int, height: int, max_pixels: int) -> XTaskError:
+    return XTaskError(f"{name}: image too large: {width}×{height} = {width * height} pixels > cap "
                       f"{max_pixels} pixels")
 
 
@@ -203,7 +203,7 @@ def load_image(source: ImageSource, max_pixels: int = DEFAULT_MAX_PIXELS,
         # Raised by Image.open itself for > 2 × MAX_IMAGE_PIXELS: still a header-only refusal.
         m = re.search(r"\((\d+) pixels\)", str(err))
         n = m.group(1) if m else "?"
-        raise XTaskError(f"image too large: {n} pixels > cap {max_pixels} pixels "
+        raise XTaskError(f"{name}: image too large: {n} pixels > cap {max_pixels} pixels "
                          "(refused from the header, before decoding)") from None
     except UnidentifiedImageError:
         raise XTaskError(f"{name}: not an image (or not one of the supported formats "
@@ -216,9 +216,9 @@ def load_image(source: ImageSource, max_pixels: int = DEFAULT_MAX_PIXELS,
         if width <= 0 or height <= 0:
             raise XTaskError(f"{name}: image has no pixels ({width}×{height})")
         if width * height > max_pixels:
-            raise _too_large(width, height, max_pixels)
+            raise _too_large(name, width, height, max_pixels)
         if min(width, height) < min_side:
-            raise XTaskError(f"image too small: {width}×{height} (each side must be at least "
+            raise XTaskError(f"{name}: image too small: {width}×{height} (each side must be at least "
                              f"{min_side} pixels)")
         try:
             im.load()  # force the lazy decoder now, inside the try
@@ -250,7 +250,7 @@ def image_size(source: ImageSource) -> tuple[int, int]:
         with Image.open(io.BytesIO(data), formats=ALLOWED_FORMATS) as im:
             return im.size
     except Image.DecompressionBombError:
-        raise XTaskError("image too large (refused from the header)") from None
+        raise XTaskError(f"{name}: image too large (refused from the header)") from None
     except (UnidentifiedImageError, *_DECODE_ERRORS):
         raise XTaskError(f"{name}: not an image") from None
 

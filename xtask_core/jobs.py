@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import hashlib
+import io
 import json
 import os
 import re
@@ -301,10 +302,17 @@ def read_metrics(run_dir: str | os.PathLike) -> pd.DataFrame:
     The trainer appends rows while we read, so a torn last line is skipped, not an error.
     """
     path = Path(run_dir) / METRICS_FILE
-    if not path.is_file() or path.stat().st_size == 0:
+    try:
+        raw = path.read_bytes()
+    except OSError:
+        return pd.DataFrame()
+    # A line without its newline is still being written (or was torn by a kill): pandas would
+    # read it as a row of cut-off numbers and NaNs, so keep only complete lines.
+    raw = raw[: raw.rfind(b"\n") + 1]
+    if not raw.strip():
         return pd.DataFrame()
     try:
-        return pd.read_csv(path, on_bad_lines="skip")
+        return pd.read_csv(io.BytesIO(raw), on_bad_lines="skip")
     except (OSError, ValueError, pd.errors.ParserError):
         return pd.DataFrame()
 

@@ -160,6 +160,32 @@ class RunLogger:
                 for r in rows:
                     f.write(_csv_line([r.get(c) for c in columns]))
 
+    def drop_rows_after(self, step: int, epoch: int | None = None) -> int:
+        """Remove rows with ``step`` > ``step`` (or ``epoch`` > ``epoch``) from ``metrics.csv``.
+
+        Used when resuming: rows that an interrupted attempt logged after its last saved state
+        are about to be logged again. Rows without a numeric step/epoch are kept. The file is
+        rewritten atomically; returns how many rows were removed.
+        """
+        if not self.metrics_path.exists():
+            return 0
+        header, rows, _errors, _partial = _parse_csv_text(
+            self.metrics_path.read_text("utf-8", "replace"))
+
+        def later(row: Mapping[str, str]) -> bool:
+            for key, limit in (("step", step), ("epoch", epoch)):
+                try:
+                    if limit is not None and float(row.get(key, "")) > limit:
+                        return True
+                except ValueError:
+                    pass
+            return False
+
+        keep = [r for r in rows if not later(r)]
+        if len(keep) != len(rows):
+            self._rewrite(self._columns or header, keep)
+        return len(rows) - len(keep)
+
     def log(self, row: Mapping[str, Any]) -> None:
         """Append one row to ``metrics.csv`` (and its numeric values to TensorBoard).
 

@@ -306,6 +306,9 @@ class Trainer:
         self.is_main = self.rank == 0
         self.progress = ProgressFile(self.run_dir / "progress.json", enabled=self.is_main)
         self.cancel_path = self.run_dir / "cancel"
+        # Set once the folder check passed: until then the folder may be someone else's run,
+        # and a refused start must not write its "failed" status into that run's progress.json.
+        self._claimed = False
 
     # ------------------------------------------------------------------ setup
     def _check_run_dir(self) -> None:
@@ -364,6 +367,7 @@ class Trainer:
             raise XTaskError(f"unknown dataset {cfg.dataset!r} (valid: {', '.join(DATASETS)})")
         if self.is_main:
             self._check_run_dir()
+            self._claimed = True
             self.run_dir.mkdir(parents=True, exist_ok=True)
             if cfg.resume and self.cancel_path.exists():  # resuming a cancelled run: that cancel is spent
                 self.cancel_path.unlink()
@@ -426,6 +430,10 @@ class Trainer:
             from .runlog import RunLogger
 
             self.logger = RunLogger(self.run_dir)
+            if cfg.resume:
+                # Rows an interrupted attempt logged after the saved state (step rows of the
+                # unfinished epoch) are about to be redone: drop them so none is duplicated.
+                self.logger.drop_rows_after(step=self.step, epoch=self.start_epoch - 1)
             self.logger.write_config({"train": cfg.to_dict(),
                                       "model": self.model.config.to_dict(),
                                       "device": str(self.device), "precision": self.precision,
@@ -445,11 +453,20 @@ class Trainer:
         self.model.load_state_dict(state["model"], strict=True)
         if state.get("optimizer"):
             self.optimizer.load_state_dict(state["optimizer"])
+            # load_state_dict restores the saved lr; a new --lr given on resume must win (the
+            # run's config.json records it), keeping the schedule's decay so far.
+            saved_lr = (state.get("train_config") or {}).get("lr")
+            if saved_lr is not None and float(saved_lr) != float(self.cfg.lr):
+                for group in self.optimizer.param_groups:
+                    factor = group["lr"] / group.get("initial_lr", saved_lr) if saved_lr else 1.0
+                    group["initial_lr"] = self.cfg.lr
+                    group["lr"] = self.cfg.lr * factor
         if state.get("scheduler"):
             self.scheduler.load_state_dict(state["scheduler"])
             # keep the *new* StepLR settings if the user changed them on resume
             self.scheduler.step_size = self.cfg.scheduler_step_size
             self.scheduler.gamma = self.cfg.scheduler_gamma
+            self.scheduler.base_lrs = [g.get("initial_lr", g["lr"]) for g in self.optimizer.param_groups]
         if state.get("balancer") and hasattr(self.balancer, "load_state_dict"):
             self.balancer.load_state_dict(state["balancer"])
         extra = (state.get("meta") or {}).get("resume", {})
@@ -568,9 +585,14 @@ class Trainer:
         try:
             return self._fit()
         except BaseException as err:
-            msg = str(err) if isinstance(err, XTaskError) else f"{type(err).__name__}: {err}"
+            if isinstance(err, KeyboardInterrupt):  # its str() is empty
+                msg = f"interrupted at step {getattr(self, 'step', 0)}; continue with --resume"
+            else:
+                msg = str(err) if isinstance(err, XTaskError) else f"{type(err).__name__}: {err}"
             status = "cancelled" if isinstance(err, KeyboardInterrupt) else "failed"
-            self.progress.update(status=status, message=msg.splitlines()[0] if msg else status, force=True)
+            if self._claimed:
+                self.progress.update(status=status, message=msg.splitlines()[0] if msg else status,
+                                     force=True)
             raise
         finally:
             if getattr(self, "logger", None) is not None:
