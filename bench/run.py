@@ -1,0 +1,25 @@
+"""Run the xtask benchmarks: ``python bench/run.py [--json FILE] [--quick]`` (same as ``xtask bench``).
+
+See :mod:`xtask_core.bench` for what each figure measures.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description="xtask performance benchmarks (reference vs fast, same run)")
+    parser.add_argument("--json", default=None, metavar="FILE", help="also write the results as JSON")
+    parser.add_argument("--quick", action="store_true", help="tiny sizes (smoke test; numbers mean nothing)")
+    args = parser.parse_args(argv)
+    from xtask_core.bench import main as bench_main
+
+    return bench_main(json_path=args.json, quick=args.quick)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

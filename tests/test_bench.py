@@ -1,0 +1,77 @@
+"""Benchmark helpers and a quick-mode smoke run (no timing assertions: the CPU is shared)."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+from torch import nn
+
+from xtask_core import bench
+
+
+def test_count_flops_hand_computed():
+    # conv 3→4, 3×3, padding 1, on 1×3×8×8: 2 FLOPs × (4·8·8 outputs) × (3·3·3 MACs each) = 13 824
+    conv = nn.Conv2d(3, 4, 3, padding=1)
+    x = torch.randn(1, 3, 8, 8)
+    with torch.no_grad():
+        assert bench.count_flops(lambda: conv(x)) == 2 * 4 * 8 * 8 * 27
+    # matmul 5×6 @ 6×7: 2·5·6·7 = 420
+    a, b = torch.randn(5, 6), torch.randn(6, 7)
+    assert bench.count_flops(lambda: a @ b) == 420
+
+
+def test_time_pair_alternates_and_returns_medians():
+    calls = []
+    r, f = bench.time_pair(lambda: calls.append("r"), lambda: calls.append("f"), repeats=3, warmup=1)
+    assert calls == ["r", "f"] * 4
+    assert r >= 0 and f >= 0
+
+
+def test_peak_matmul_positive():
+    assert bench.peak_matmul_gflops(torch.float32, n=64, repeats=2) > 0
+
+
+@pytest.fixture(scope="module")
+def quick_results(tmp_path_factory):
+    path = tmp_path_factory.mktemp("bench") / "bench.json"
+    assert bench.main(json_path=str(path), quick=True) == 0
+    return json.loads(path.read_text())
+
+
+def test_quick_bench_json_keys(quick_results):
+    res = quick_results
+    assert res["quick"] is True
+    assert set(res["peak_gflops"]) == {"fp32", "bf16"} and res["peak_gflops"]["fp32"] > 0
+    assert {"cpu", "cores", "torch_threads", "native_bf16"} <= set(res["machine"])
+    figs = res["figures"]
+    assert set(figs) == {"inference", "demo_model", "train_step", "metrics", "eval_split"}
+    for name, f in figs.items():
+        assert f["reference_ms"] > 0 and f["fast_ms"] > 0 and f["speedup"] > 0, name
+    inf = figs["inference"]
+    assert {"seg_agreement", "seg_t_agreement", "depth_rel_diff", "depth_t_rel_diff"} <= set(inf["checks"])
+    assert 0.0 <= inf["checks"]["seg_agreement"] <= 1.0
+    assert {"gflop", "reference_gflops", "fast_gflops", "reference_peak_share", "fast_peak_share"} <= set(inf)
+    assert figs["metrics"]["checks"]["identical"] is True  # vectorised == loops, exactly
+    tr = figs["train_step"]["checks"]
+    assert len(tr["reference_losses"]) == len(tr["fast_losses"]) == figs["train_step"]["steps"]
+    assert tr["max_rel_loss_diff"] < 0.05  # same data, same init: the trajectories must track
+    assert figs["demo_model"]["predict_ms"] > 0
+    for f in figs.values():
+        if "target" in f:
+            assert isinstance(f["meets_target"], bool)
+
+
+def test_table_mentions_every_figure(quick_results):
+    table = bench.format_table(quick_results)
+    for name in quick_results["figures"]:
+        assert name in table
+    assert "peak matmul" in table
+
+
+def test_bench_script_help(repo_root):
+    out = subprocess.run([sys.executable, str(repo_root / "bench" / "run.py"), "--help"],
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0 and "--json" in out.stdout

@@ -1,0 +1,50 @@
+"""precision.py: resolution of "auto", autocast contexts, grad scaler."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from xtask_core.errors import XTaskError
+from xtask_core.precision import autocast, cpu_has_native_bf16, grad_scaler, resolve_precision
+
+
+def test_resolve_on_cpu():
+    assert resolve_precision("cpu", "fp32") == "fp32"
+    assert resolve_precision("cpu", "bf16") == "bf16"
+    assert resolve_precision(torch.device("cpu"), "auto") == ("bf16" if cpu_has_native_bf16() else "fp32")
+
+
+@pytest.mark.parametrize("bad", ["fp8", "float32", "", "AUTO"])
+def test_unknown_precision_is_user_error(bad):
+    with pytest.raises(XTaskError, match="precision must be one of"):
+        resolve_precision("cpu", bad)
+
+
+def test_fp16_on_cpu_is_refused():
+    with pytest.raises(XTaskError, match="CUDA"):
+        resolve_precision("cpu", "fp16")
+
+
+def test_autocast_fp32_changes_nothing():
+    a, b = torch.randn(4, 5), torch.randn(5, 3)
+    with autocast("cpu", "fp32"):
+        out = a @ b
+    assert out.dtype == torch.float32
+    assert torch.equal(out, a @ b)
+
+
+def test_autocast_bf16_runs_matmul_in_bf16():
+    a, b = torch.randn(4, 5), torch.randn(5, 3)
+    with autocast("cpu", "bf16"):
+        out = a @ b
+    assert out.dtype == torch.bfloat16
+    assert torch.allclose(out.float(), a @ b, rtol=3e-2, atol=3e-2)
+
+
+def test_grad_scaler_only_for_cuda_fp16():
+    assert grad_scaler("cpu", "fp32") is None
+    assert grad_scaler("cpu", "bf16") is None
+
+
+def test_cpu_bf16_probe_is_bool():
+    assert isinstance(cpu_has_native_bf16(), bool)
