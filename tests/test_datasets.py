@@ -1,4 +1,7 @@
 """Cityscapes / NYUv2 readers and augmentations, on tiny trees written by the tests."""
+import struct
+import zlib
+
 import cv2
 import numpy as np
 import pytest
@@ -11,6 +14,7 @@ from xtask_core.data.cityscapes import (DISPARITY_CLIP, CityscapesDataset, decod
                                         disparity_to_metres, list_samples)
 from xtask_core.data.nyuv2 import NYUv2Dataset
 from xtask_core.errors import XTaskError
+from xtask_core.images import load_uint16_png
 
 
 def write_cityscapes(root, split="val", n=2, h=16, w=32, city="testcity"):
@@ -37,7 +41,7 @@ def write_cityscapes(root, split="val", n=2, h=16, w=32, city="testcity"):
 def test_decode_disparity_values(tmp_path):
     p = np.array([[0, 1, 257, 65535], [1 + 256 * 126, 1 + 256 * 127, 2, 0]], np.uint16)
     cv2.imwrite(str(tmp_path / "d.png"), p)
-    back = cv2.imread(str(tmp_path / "d.png"), cv2.IMREAD_UNCHANGED)
+    back = load_uint16_png(tmp_path / "d.png")      # the reader the dataset uses
     assert back.dtype == np.uint16 and np.array_equal(back, p)
     d = decode_disparity(back)
     assert d.dtype == np.float32
@@ -121,8 +125,91 @@ def test_cityscapes_bad_files(tmp_path):
     with pytest.raises(XTaskError, match="size mismatch"):
         CityscapesDataset(root, "val")[0]
     disp.write_bytes(b"not a png")
-    with pytest.raises(XTaskError, match="cannot decode"):
+    with pytest.raises(XTaskError, match="not an image"):
         CityscapesDataset(root, "val")[0]
+
+
+def _png_claiming(width, height, bits, colour):
+    """A PNG whose header claims width×height (colour type 0 grey / 2 RGB) with a tiny IDAT."""
+    def chunk(kind, payload):
+        return (struct.pack(">I", len(payload)) + kind + payload
+                + struct.pack(">I", zlib.crc32(kind + payload) & 0xFFFFFFFF))
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, bits, colour, 0, 0, 0))
+            + chunk(b"IDAT", zlib.compress(b"\x00" * 16)) + chunk(b"IEND", b""))
+
+
+@pytest.mark.parametrize("kind", ["image", "label", "disparity"])
+def test_cityscapes_file_with_huge_header_refused_naming_it(tmp_path, kind):
+    # 8000×6000 = 48 MP > the 40 MP cap shared with uploads; refused from the header (decoding
+    # the 16-byte IDAT would give "truncated" instead), and the message names the file.
+    root = write_cityscapes(tmp_path / "cs", n=1)
+    stem = "testcity_000000_000019"
+    path, bits, colour = {
+        "image": (root / f"leftImg8bit/val/testcity/{stem}_leftImg8bit.png", 8, 2),
+        "label": (root / f"gtFine/val/testcity/{stem}_gtFine_labelIds.png", 8, 0),
+        "disparity": (root / f"disparity/val/testcity/{stem}_disparity.png", 16, 0)}[kind]
+    path.write_bytes(_png_claiming(8000, 6000, bits, colour))
+    with pytest.raises(XTaskError, match=r"image too large: 8000×6000 = 48000000 pixels > cap") as info:
+        CityscapesDataset(root, "val")[0]
+    assert str(info.value).startswith(str(path)) and "\n" not in str(info.value)
+
+
+def test_cityscapes_bad_files_one_line_naming_path(tmp_path):
+    root = write_cityscapes(tmp_path / "cs", n=1)
+    stem = "testcity_000000_000019"
+    lab = root / f"gtFine/val/testcity/{stem}_gtFine_labelIds.png"
+    img = root / f"leftImg8bit/val/testcity/{stem}_leftImg8bit.png"
+    disp = root / f"disparity/val/testcity/{stem}_disparity.png"
+    good_disp = disp.read_bytes()
+    cases = [
+        (lab, lambda p: cv2.imwrite(str(p), np.zeros((16, 32, 3), np.uint8)), "8-bit label-id PNG"),
+        (lab, lambda p: p.write_bytes(b""), "empty file"),
+        (img, lambda p: p.write_bytes(p.read_bytes()[: len(p.read_bytes()) // 2]), "truncated or corrupt"),
+        (disp, lambda p: p.write_bytes(good_disp[:60]), "truncated or corrupt"),
+        (disp, lambda p: p.write_bytes(b"GIF89a" + b"\0" * 40), "not a"),
+    ]
+    for path, damage, match in cases:
+        backup = path.read_bytes()
+        damage(path)
+        with pytest.raises(XTaskError, match=match) as info:
+            CityscapesDataset(root, "val")[0]
+        msg = str(info.value)
+        assert msg.startswith(str(path) + ": ") and "\n" not in msg, msg
+        path.write_bytes(backup)
+    CityscapesDataset(root, "val")[0]   # restored: readable again
+
+
+def test_cityscapes_reads_exact_values_and_palette_labels(tmp_path):
+    """Disparity and label ids reach the dataset bit-exact; palette label PNGs give indices."""
+    from PIL import Image
+    from xtask_core.data.cityscapes import read_sample
+
+    root = write_cityscapes(tmp_path / "cs", n=1, h=16, w=32)
+    stem = "testcity_000000_000019"
+    rng = np.random.default_rng(0)
+    disp = rng.integers(0, 65536, (16, 32), dtype=np.uint16)
+    disp[0, :4] = (0, 1, 257, 65535)
+    assert cv2.imwrite(str(root / f"disparity/val/testcity/{stem}_disparity.png"), disp)
+    ids = rng.integers(0, 34, (16, 32), dtype=np.uint8)      # every Cityscapes label id 0..33
+    pal = Image.fromarray(ids, "P")
+    pal.putpalette([(97 * i) % 256 for i in range(768)])     # colours ≠ indices
+    lab_path = root / f"gtFine/val/testcity/{stem}_gtFine_labelIds.png"
+    pal.save(lab_path)
+    rgb16 = np.zeros((16, 32, 3), np.uint16)
+    rgb16[..., 0] = 386                                       # round(386/257) = 2, 386 >> 8 = 1
+    rgb16[..., 1] = 65535
+    rgb_path = root / f"leftImg8bit/val/testcity/{stem}_leftImg8bit.png"
+    assert cv2.imwrite(str(rgb_path), rgb16[..., ::-1])
+    rgb, lab, d = read_sample(rgb_path, lab_path, root / f"disparity/val/testcity/{stem}_disparity.png")
+    assert lab.dtype == np.uint8 and np.array_equal(lab, ids)
+    assert d.dtype == np.uint16 and np.array_equal(d, disp)
+    assert rgb.dtype == np.uint8 and (rgb[..., 0] == 2).all() and (rgb[..., 1] == 255).all() \
+        and (rgb[..., 2] == 0).all()
+    # through the dataset at native size: train ids are the LUT of the exact ids
+    ds = CityscapesDataset(root, "val", num_classes=19, height=16, width=32)
+    from xtask_core.data.labels import cityscapes_lut
+    assert np.array_equal(ds[0]["seg"].numpy(), cityscapes_lut(19)[ids])
+    assert np.array_equal(ds[0]["depth"][0].numpy(), decode_disparity(disp))
 
 
 def write_nyu(root, split="train", n=3, h=8, w=12):

@@ -10,7 +10,8 @@ import pytest
 from PIL import Image
 
 from xtask_core.errors import XTaskError
-from xtask_core.images import load_image, image_size, to_jpeg_bytes, to_png_bytes
+from xtask_core.images import (image_size, load_image, load_label_png, load_uint16_png,
+                               to_jpeg_bytes, to_png_bytes)
 
 
 def _save(im: Image.Image, fmt: str, **kw) -> bytes:
@@ -24,9 +25,10 @@ def _png_chunk(kind: bytes, payload: bytes) -> bytes:
             + struct.pack(">I", zlib.crc32(kind + payload) & 0xFFFFFFFF))
 
 
-def _png_header_only(width: int, height: int) -> bytes:
-    """A syntactically valid PNG whose IHDR claims width×height but carries one tiny IDAT."""
-    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)  # 8-bit RGB
+def _png_header_only(width: int, height: int, bits: int = 8, colour: int = 2) -> bytes:
+    """A syntactically valid PNG whose IHDR claims width×height but carries one tiny IDAT.
+    ``colour``: PNG colour type (0 grey, 2 RGB, 3 palette); ``bits``: bits per sample."""
+    ihdr = struct.pack(">IIBBBBB", width, height, bits, colour, 0, 0, 0)
     return (b"\x89PNG\r\n\x1a\n" + _png_chunk(b"IHDR", ihdr)
             + _png_chunk(b"IDAT", zlib.compress(b"\x00" * 16)) + _png_chunk(b"IEND", b""))
 
@@ -183,3 +185,102 @@ def test_encoders_roundtrip():
     assert load_image(to_jpeg_bytes(rgb)).shape == (9, 11, 3)
     with pytest.raises(XTaskError, match="cannot encode"):
         to_png_bytes(np.zeros((4, 4), np.float32))
+
+
+def test_16bit_rgb_png_scaled_by_257_not_high_byte():
+    # Pillow alone keeps the high byte (v >> 8); v = 383 → 1 that way but round(383/257) = 1,
+    # v = 386 → 1 that way but round(386/257) = round(1.502) = 2; 65535 → 255; 257·k → k.
+    vals = np.array([0, 383, 386, 65535, 257 * 100, 32896], np.uint16)   # 32896/257 = 128.0
+    rgb16 = np.zeros((8, 8, 3), np.uint16)
+    rgb16[0, :6, 0] = vals
+    rgb16[..., 1] = 386
+    rgb16[..., 2] = 65535
+    import cv2   # Pillow cannot write 48-bit PNGs; OpenCV writes them (BGR order)
+    ok, buf = cv2.imencode(".png", np.ascontiguousarray(rgb16[..., ::-1]))
+    assert ok
+    out = load_image(buf.tobytes())
+    np.testing.assert_array_equal(out[0, :6, 0], [0, 1, 2, 255, 100, 128])
+    assert (out[..., 1] == 2).all() and (out[..., 2] == 255).all()
+    # random values: exactly round(v/257) everywhere (v/257 is never exactly x.5)
+    rnd = np.random.default_rng(4).integers(0, 65536, (9, 10, 4), dtype=np.uint16)
+    ok, buf = cv2.imencode(".png", rnd)          # 64-bit BGRA: alpha 16-bit too
+    rgba8 = np.round(rnd[..., [2, 1, 0, 3]] / 257).astype(np.uint16)
+    expect = (rgba8[..., :3] * rgba8[..., 3:] + 255 * (255 - rgba8[..., 3:]) + 127) // 255
+    np.testing.assert_array_equal(load_image(buf.tobytes()), expect.astype(np.uint8))
+
+
+def test_label_png_keeps_ids_grey_and_palette():
+    ids = np.arange(256, dtype=np.uint8).reshape(16, 16)
+    np.testing.assert_array_equal(load_label_png(_save(Image.fromarray(ids, "L"), "PNG")), ids)
+    # Palette PNG as label tools write it: index k has some colour; we want k, not the colour.
+    pal = Image.fromarray(ids, "P")
+    pal.putpalette([(7 * i) % 256 for i in range(768)])
+    out = load_label_png(_save(pal, "PNG"))
+    assert out.dtype == np.uint8 and out.shape == (16, 16)
+    np.testing.assert_array_equal(out, ids)
+    # a 4-bit palette PNG (Pillow writes bits=4 for ≤ 16 colours) keeps indices too
+    small = Image.fromarray((ids % 16).astype(np.uint8), "P")
+    small.putpalette([255 - i % 256 for i in range(48)])
+    data = _save(small, "PNG", bits=4)
+    assert Image.open(io.BytesIO(data)).tile[0][3] == "P;4"
+    np.testing.assert_array_equal(load_label_png(data), ids % 16)
+
+
+def test_label_png_low_bit_grey_not_stretched():
+    # 4-bit grey PNG holding 0..15: Pillow reads 17·v, the label reader must give v back.
+    vals = np.arange(16, dtype=np.uint8).reshape(2, 8)
+    raw = b"".join(b"\x00" + bytes((r[i] << 4) | r[i + 1] for i in range(0, 8, 2)) for r in vals)
+    png = (b"\x89PNG\r\n\x1a\n" + _png_chunk(b"IHDR", struct.pack(">IIBBBBB", 8, 2, 4, 0, 0, 0, 0))
+           + _png_chunk(b"IDAT", zlib.compress(raw)) + _png_chunk(b"IEND", b""))
+    np.testing.assert_array_equal(load_label_png(png), vals)
+
+
+def test_uint16_png_exact():
+    vals = np.array([0, 1, 255, 256, 257, 2561, 32768, 65534, 65535], np.uint16)
+    arr = np.tile(vals, (4, 1))
+    out = load_uint16_png(to_png_bytes(arr))
+    assert out.dtype == np.uint16 and out.shape == (4, 9)
+    np.testing.assert_array_equal(out, arr)
+    rnd = np.random.default_rng(5).integers(0, 65536, (17, 23), dtype=np.uint16)
+    np.testing.assert_array_equal(load_uint16_png(io.BytesIO(to_png_bytes(rnd))), rnd)
+
+
+def test_dataset_png_readers_refuse_in_one_line(tmp_path):
+    grey8 = _save(Image.new("L", (8, 8)), "PNG")
+    rgb = _save(Image.new("RGB", (8, 8)), "PNG")
+    cases = [
+        (load_uint16_png, grey8, "expected a single-channel 16-bit PNG, got 8-bit grey"),
+        (load_uint16_png, rgb, "expected a single-channel 16-bit PNG, got mode RGB"),
+        (load_label_png, rgb, "expected a single-channel 8-bit label-id PNG"),
+        (load_label_png, to_png_bytes(np.zeros((8, 8), np.uint16)), "got mode I;16"),
+        (load_label_png, _save(Image.new("L", (8, 8)), "JPEG"), "not an image"),   # PNG only
+        (load_label_png, b"hello" * 50, "not an image"),
+        (load_uint16_png, b"", "empty file"),
+        (load_uint16_png, to_png_bytes(np.arange(4096, dtype=np.uint16).reshape(64, 64))[:-40],
+         "truncated or corrupt"),
+    ]
+    for i, (fn, data, match) in enumerate(cases):
+        path = tmp_path / f"case{i}.png"
+        path.write_bytes(data)
+        with pytest.raises(XTaskError, match=match) as info:
+            fn(path)
+        msg = str(info.value)
+        assert msg.startswith(str(path) + ": ") and "\n" not in msg, msg
+
+
+def test_dataset_png_readers_cap_from_header():
+    # 7000×7000 over the 40 MP cap, refused from the header: decoding the tiny IDAT would
+    # say "truncated" instead.
+    with pytest.raises(XTaskError, match=r"image too large: 7000×7000 = 49000000 pixels > cap"):
+        load_uint16_png(_png_header_only(7000, 7000, bits=16, colour=0))
+    with pytest.raises(XTaskError, match=r"image too large: 7000×7000"):
+        load_label_png(_png_header_only(7000, 7000, bits=8, colour=0))
+    with pytest.raises(XTaskError, match="image too large: 100000×100000|image too large: 10000000000"):
+        load_label_png(_png_header_only(100_000, 100_000, bits=8, colour=0))
+    with pytest.raises(XTaskError, match="image too large: 8×8 = 64 pixels > cap 63"):
+        load_uint16_png(to_png_bytes(np.zeros((8, 8), np.uint16)), max_pixels=63)
+    # the cap admits native Cityscapes 2048×1024 (RGB, label, disparity): the header of a real
+    # size file passes the check and then fails only for its tiny pixel data
+    for fn, bits, colour in ((load_image, 8, 2), (load_label_png, 8, 0), (load_uint16_png, 16, 0)):
+        with pytest.raises(XTaskError, match="truncated or corrupt"):
+            fn(_png_header_only(2048, 1024, bits=bits, colour=colour))

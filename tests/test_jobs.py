@@ -199,3 +199,87 @@ def test_train_argv_flags(tmp_path):
                                          "--tseg_loss", "kl", "--out", "R"]
     off = jobs.train_argv({"dataset": "synthetic", "channels_last": False, "cpu": False}, "R")
     assert off == ["train", "--dataset", "synthetic", "--no-channels_last", "--out", "R"]
+
+
+# ----------------------------------------------------------------------------- runs without job.json
+
+def _poll_or_none(run_dir: Path):
+    try:
+        return jobs.poll(run_dir)
+    except XTaskError:          # no progress.json yet
+        return None
+
+
+def test_cli_run_killed_with_sigkill_is_stopped_not_running(tmp_path, tiny_data):
+    """`xtask train` started in a terminal (no job.json), then SIGKILLed: its progress.json keeps
+    saying "running" (pid inside), and poll must see that the process is gone."""
+    import subprocess
+    import sys
+
+    run_dir = tmp_path / "cli-run"
+    run_dir.mkdir()
+    argv = [sys.executable, "-m", "xtask_core", *jobs.train_argv(tiny_args(tiny_data, 100_000), run_dir)]
+    with open(run_dir / "train.log", "wb") as log:
+        proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT,
+                                env={**os.environ, **CHILD_ENV})
+    try:
+        deadline = time.monotonic() + TIMEOUT_S
+        while True:
+            status = _poll_or_none(run_dir)
+            if status is not None and (status.step >= 1 or status.finished):
+                break
+            assert proc.poll() is None, (run_dir / "train.log").read_text()[-2000:]
+            assert time.monotonic() < deadline, "trainer did not start"
+            time.sleep(0.25)
+        assert not (run_dir / "job.json").exists()
+        assert status.state == "running" and status.alive and status.pid == proc.pid
+    finally:
+        proc.kill()               # SIGKILL: no chance to write a final status
+        proc.wait(timeout=30)
+    progress = json.loads((run_dir / "progress.json").read_text())
+    assert progress["status"] == "running" and progress["pid"] == proc.pid   # the stale record
+    status = jobs.poll(run_dir)
+    assert status.state == "failed" and status.finished and not status.alive
+    assert status.message.startswith("stopped (process no longer running) at step "), status.message
+
+
+def test_progress_pid_checks_liveness_and_identity(tmp_path):
+    import subprocess
+    import sys
+
+    sleeper = [sys.executable, "-c", "import time; time.sleep(120)"]
+    marked = subprocess.Popen(sleeper + ["xtask_core-test-marker"])    # cmdline mentions xtask
+    plain = subprocess.Popen(sleeper)
+    try:
+        time.sleep(0.2)
+        now = time.time()
+        alive = jobs.progress_process_alive
+        assert alive({"pid": marked.pid, "status": "running", "updated": now}) is True
+        # last write an hour before this process existed: the pid now belongs to someone else
+        assert alive({"pid": marked.pid, "updated": now - 3600}) is False
+        # exact start time recorded: compared exactly
+        assert alive({"pid": marked.pid, "pid_start": jobs._proc_start_time(marked.pid)}) is True
+        assert alive({"pid": marked.pid, "pid_start": "1"}) is False
+        # nothing to compare: the command line must mention xtask
+        assert alive({"pid": marked.pid}) is True
+        assert alive({"pid": plain.pid}) is False
+        # cannot tell: no pid (old files) or another machine (shared disk) → None (trusted)
+        assert alive({"status": "running"}) is None
+        assert alive({"pid": plain.pid, "host": "some-other-host.invalid"}) is None
+        # poll on a folder with only progress.json: the reused pid is not "running"
+        run_dir = tmp_path / "run"
+        run_dir.mkdir()
+        (run_dir / "progress.json").write_text(json.dumps(
+            {"pid": plain.pid, "status": "running", "step": 7, "updated": now - 3600}))
+        status = jobs.poll(run_dir)
+        assert status.state == "failed" and status.message.startswith(
+            "stopped (process no longer running) at step 7: no output in train.log")
+        (run_dir / "progress.json").write_text(json.dumps(
+            {"pid": plain.pid, "status": "running", "step": 7, "updated": now}))
+        assert jobs.poll(run_dir).state == "running"
+    finally:
+        for p in (marked, plain):
+            p.kill()
+            p.wait(timeout=30)
+    assert alive({"pid": marked.pid, "updated": now}) is False        # killed and reaped
+    assert jobs.poll(run_dir).state == "failed"

@@ -26,6 +26,7 @@ import os
 import re
 import secrets
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -263,6 +264,65 @@ def _alive(pid: int, start: str | None) -> bool:
     return True
 
 
+# Slack (s) when comparing a process's start time with the trainer's last progress write: the
+# boot time in /proc/stat has whole-second resolution.
+_START_SLACK_S = 2.0
+
+
+def _proc_start_epoch(pid: int) -> float | None:
+    """Wall-clock start time of ``pid`` (unix seconds, ~1 s resolution) or None when unknown."""
+    ticks = _proc_start_time(pid)
+    try:
+        btime = next(int(line.split()[1]) for line in Path("/proc/stat").read_text().splitlines()
+                     if line.startswith("btime "))
+        return btime + int(ticks) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, TypeError, StopIteration, IndexError):
+        return None
+
+
+def _looks_like_xtask(pid: int) -> bool:
+    """Whether ``pid``'s command line mentions xtask (``xtask train``, ``-m xtask_core``, torchrun …)."""
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return False
+    return b"xtask" in cmdline
+
+
+def progress_process_alive(progress: Mapping[str, Any] | None) -> bool | None:
+    """Whether the trainer that wrote a ``progress.json`` (given as a dict) is still running.
+
+    The trainer records its ``pid`` (and ``updated``, unix seconds of its last write). True when
+    that pid lives and is plausibly the same process; False when it is gone, a zombie, or the pid
+    was reused by another process; None when it cannot be told (no pid recorded, or ``host``
+    recorded and it is another machine, e.g. a run folder on a shared disk).
+
+    "Same process" is decided, most reliable first, by: a recorded ``pid_start`` (clock ticks
+    since boot, as in job.json) equal to the live process's; else the process having started
+    no later than the trainer's last write (one pid belongs to one live process at a time, so a
+    live process that already existed at that write *is* the writer; a reused pid started
+    after it); else its command line mentioning xtask.
+    """
+    if not progress:
+        return None
+    pid = progress.get("pid")
+    if not isinstance(pid, int) or isinstance(pid, bool) or pid <= 0:
+        return None
+    host = progress.get("host")
+    if isinstance(host, str) and host and host != socket.gethostname():
+        return None
+    if not Path("/proc").is_dir():
+        return _alive(pid, None)              # no /proc (macOS): existence only
+    if not _alive(pid, None):
+        return False
+    if progress.get("pid_start") is not None:
+        return _proc_start_time(pid) == str(progress["pid_start"])
+    updated, started = progress.get("updated"), _proc_start_epoch(pid)
+    if isinstance(updated, (int, float)) and started is not None:
+        return started <= float(updated) + _START_SLACK_S
+    return _looks_like_xtask(pid)
+
+
 def _read_json(path: Path) -> dict | None:
     """JSON object in ``path`` or None when missing / half-written / not an object."""
     try:
@@ -421,8 +481,11 @@ def poll(run_dir: str | os.PathLike, *, log_lines: int = 20, release_lock: bool 
     Rules: a terminal ``progress.json`` status (done / failed / cancelled) is final once the
     process is gone; a live process is ``running``; a dead process whose progress still says
     running (crash, SIGKILL, out of memory) is ``failed`` with the tail of ``train.log`` as the
-    message, or ``cancelled`` when the cancel file exists. Polling reaps a finished child and
-    releases the owner's lock.
+    message, or ``cancelled`` when the cancel file exists. A run without ``job.json`` (started
+    by ``xtask train`` in a terminal) is judged by the pid in its ``progress.json``
+    (:func:`progress_process_alive`): gone → ``failed`` with a message starting
+    "stopped (process no longer running)". Polling reaps a finished child and releases the
+    owner's lock.
     """
     run_dir = Path(run_dir).resolve()
     job = _read_json(run_dir / JOB_FILE)
@@ -451,8 +514,19 @@ def poll(run_dir: str | os.PathLike, *, log_lines: int = 20, release_lock: bool 
     elif (run_dir / CANCEL_FILE).exists() or (job or {}).get("cancel_requested"):
         status.state, status.message = "cancelled", status.message or "cancelled by the user"
     elif job is None:
-        # A run started elsewhere (e.g. the CLI) without job.json: trust its progress file.
-        status.state = "running"
+        # A run started elsewhere (e.g. `xtask train` in a terminal) without job.json: its
+        # progress file says running, so check the pid it recorded. A SIGKILL / out-of-memory
+        # kill leaves "running" behind forever; a live writer (or one we cannot check) is
+        # trusted.
+        writer_alive = progress_process_alive(progress)
+        status.pid = progress.get("pid") if isinstance(progress.get("pid"), int) else None
+        status.alive = bool(writer_alive)
+        if writer_alive is False:
+            status.state = "failed"
+            last = tail[-1] if tail else "no output in train.log"
+            status.message = f"stopped (process no longer running) at step {status.step}: {last}"
+        else:
+            status.state = "running"
     else:
         status.state = "failed"
         code = f" (exit code {returncode})" if returncode is not None else ""

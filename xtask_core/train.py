@@ -46,13 +46,15 @@ from torch import nn
 
 from .config import DATASETS, ModelConfig, TrainConfig
 from .errors import XTaskError
-from .utils import atomic_write_text, default_device
+from .utils import atomic_write_text, default_device, remove_stale_tmp
 
 LOSS_KEYS = ("total", "seg", "depth", "tseg", "tdep", "label", "image")
 # scalar metrics copied into metrics.csv / TensorBoard (lists like iou_per_class go to JSON only)
 METRIC_KEYS = ("pixel_acc", "miou", "miou_per_image", "abs", "abs_rel", "rmse",
                "delta1", "delta2", "delta3")
 CHECKPOINT_FILES = ("best.safetensors", "last.safetensors", "last.state.pt")
+# Every file the trainer writes atomically in its run folder (RunLogger: config / summary / metrics).
+RUN_FILES = frozenset(CHECKPOINT_FILES + ("progress.json", "config.json", "summary.json", "metrics.csv"))
 SYNTH_DEFAULT = dict(n_train=400, n_val=100, height=256, width=512)  # cached synthetic set
 ARCH_FIELDS = ("enc_layers", "num_classes", "mid_features", "ttnet_features", "wider_ttnet",
                "batch_norm")
@@ -369,6 +371,9 @@ class Trainer:
             self._check_run_dir()
             self._claimed = True
             self.run_dir.mkdir(parents=True, exist_ok=True)
+            # A SIGKILL during an earlier save leaves ".<name>.<random>.tmp" files (up to a
+            # checkpoint's size); one trainer per folder, so its own files' leftovers go now.
+            remove_stale_tmp(self.run_dir, owned=RUN_FILES)
             if cfg.resume and self.cancel_path.exists():  # resuming a cancelled run: that cancel is spent
                 self.cancel_path.unlink()
             self.progress.update(status="starting", message="preparing data", epochs=cfg.epochs, force=True)

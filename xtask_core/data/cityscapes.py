@@ -20,6 +20,7 @@ import numpy as np
 from torch.utils.data import Dataset
 
 from ..errors import XTaskError
+from ..images import load_image, load_label_png, load_uint16_png
 from . import labels as L
 from .transforms import augment_rng, random_flip, random_scale_crop, to_item
 
@@ -94,26 +95,25 @@ def list_samples(root: str | os.PathLike, split: str) -> list[tuple[Path, Path, 
     return samples
 
 
-def _read(path: Path, flags: int) -> np.ndarray:
-    arr = cv2.imread(str(path), flags)
-    if arr is None:
-        raise XTaskError(f"cannot decode image file {path} (missing, empty or not a PNG/JPEG)")
-    return arr
-
-
 def read_sample(img_path, label_path, disp_path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Decode one sample at full size: (rgb uint8 H×W×3, label ids uint8 H×W, disparity uint16 H×W)."""
-    bgr = _read(Path(img_path), cv2.IMREAD_COLOR)
-    lab = _read(Path(label_path), cv2.IMREAD_UNCHANGED)
-    disp = _read(Path(disp_path), cv2.IMREAD_UNCHANGED)
-    if lab.ndim != 2 or lab.dtype != np.uint8:
-        raise XTaskError(f"{label_path} must be a single-channel 8-bit label-id PNG, got {lab.dtype} {lab.shape}")
-    if disp.ndim != 2 or disp.dtype != np.uint16:
-        raise XTaskError(f"{disp_path} must be a single-channel 16-bit disparity PNG, got {disp.dtype} {disp.shape}")
-    if not (bgr.shape[:2] == lab.shape == disp.shape):
-        raise XTaskError(f"size mismatch for {Path(img_path).name}: image {bgr.shape[:2]}, "
+    """Decode one sample at full size: (rgb uint8 H×W×3, label ids uint8 H×W, disparity uint16 H×W).
+
+    All three go through :mod:`xtask_core.images` (one decoder, the same header pixel cap as
+    uploads: 40 MP, so native 2048×1024 Cityscapes passes). Label ids and disparity values are
+    returned exactly as stored (palette label PNGs give their indices). The arrays may be
+    read-only views of the decoded buffers (callers here only read them).
+
+    Raises:
+        XTaskError: one line naming the offending file (unreadable, wrong kind of PNG, over the
+            cap) or, for a size mismatch, the sample.
+    """
+    rgb = load_image(img_path, min_side=1)
+    lab = load_label_png(label_path)
+    disp = load_uint16_png(disp_path)
+    if not (rgb.shape[:2] == lab.shape == disp.shape):
+        raise XTaskError(f"size mismatch for {Path(img_path).name}: image {rgb.shape[:2]}, "
                          f"labels {lab.shape}, disparity {disp.shape}")
-    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), lab, disp
+    return rgb, lab, disp
 
 
 class CityscapesDataset(Dataset):
