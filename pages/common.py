@@ -23,6 +23,8 @@ Public helpers (stable; teammates' pages import them):
   ``config``, ``class_names``, ``palette`` (K×3 uint8), ``ignore_index``, ``depth_kind``,
   ``depth_unit`` (str for axis labels).
 - ``get_model(path) -> (Loaded, Predictor)``: cached by (resolved path, mtime, size).
+- ``select_checkpoint(path, label=None) -> bool``: make ``path`` the current checkpoint (the
+  Fine-tune page's "use the fine-tuned model now"); False + a sidebar error if it cannot load.
 - ``predict(state, rgb, image_key, corruption=None) -> Prediction``: cached by checkpoint +
   image key + corruption params, so display-only widgets never re-run the model.
 - ``image_picker(state, key) -> Picked | None``: samples / dataset split by index / upload.
@@ -32,14 +34,18 @@ Public helpers (stable; teammates' pages import them):
 - ``choose_checkpoints(label, key, default_count=2) -> list[ModelState]``: multi-select of
   checkpoints (compare pages).
 - ``download_png(label, rgb, file_name, key)``, ``download_csv(label, df, file_name, key)``,
-  ``download_figure_png``-free: figures are downloaded as the array they show.
+  ``download_pngs(panels, key)`` (an expander of PNG buttons): figures are downloaded as the
+  array they show (viz colours, same ranges).
+- Charts (figures from ``xtask_core.figures``; this module only sizes and places them):
+  ``seg_chart``, ``depth_chart``, ``value_chart``, ``rgb_chart`` (each returns the PNG-ready
+  array it shows), ``point_cloud_chart``, ``chart`` (curves / bars / matrices), ``class_legend``,
+  ``seg_pair_hover``, ``show_figure``; ``depth_unit(state)``; ``subset(state, n)``.
 - ``show_error(err)``: one-line st.error for XTaskError / OSError / ValueError.
 - ``device_label() -> str``: "GPU (name)" or "CPU".
 - ``samples(): list[SampleFiles]`` in ``samples_dir()``.
 """
 from __future__ import annotations
 
-import io
 import os
 import sys
 import tempfile
@@ -203,6 +209,24 @@ def _add_extra(label: str, path: Path) -> None:
         extras = dict(st.session_state.get(_CKPT_PATHS, {}))
         extras[label] = path
         st.session_state[_CKPT_PATHS] = extras
+
+
+def select_checkpoint(path: str | os.PathLike, label: str | None = None) -> bool:
+    """Make the checkpoint at ``path`` the current one for this session (e.g. a run that just
+    finished fine-tuning). A path the picker already lists (shipped, ``runs/``) keeps its
+    label; any other is added as an extra entry named ``label`` (default "path: <file>
+    (<folder>)"). Returns False, with the one-line reason shown in the sidebar, when it cannot
+    be loaded; the previous selection then stays. Safe to call from a widget callback."""
+    path = Path(path)
+    for known, p in _choices().items():
+        if Path(p).resolve() == path.resolve():
+            return _try_select(known, Path(p))
+    if not path.is_file():
+        st.session_state[_CKPT_ERROR] = f"Could not load {path}: no such file"
+        return False
+    label = label or f"path: {path.name} ({path.parent.name})"
+    _add_extra(label, path)
+    return st.session_state.get(_CKPT) == label
 
 
 def _on_path():
@@ -429,10 +453,8 @@ def image_picker(state: ModelState, key: str, sources=("Sample", "Dataset split"
 # --------------------------------------------------------------------------- downloads
 def png_bytes(rgb: np.ndarray) -> bytes:
     """PNG encoding of an H×W×3 (or H×W) uint8 array."""
-    from PIL import Image
-    buf = io.BytesIO()
-    Image.fromarray(np.ascontiguousarray(rgb)).save(buf, format="PNG")
-    return buf.getvalue()
+    from xtask_core.images import to_png_bytes
+    return to_png_bytes(np.ascontiguousarray(rgb))
 
 
 def download_png(label: str, rgb: np.ndarray, file_name: str, key: str, container=None) -> None:
@@ -445,13 +467,34 @@ def download_csv(label: str, df, file_name: str, key: str, container=None) -> No
                                       mime="text/csv", key=key, on_click="ignore")
 
 
+def download_pngs(panels: dict[str, np.ndarray], key: str, per_row: int = 4) -> None:
+    """One PNG download button per panel (name → H×W×3 uint8, exactly the colours shown), tucked
+    into a collapsed expander so they do not crowd the page."""
+    if not panels:
+        return
+    items = list(panels.items())
+    with st.expander(f"Download the {len(items)} panels above as PNG images"):
+        for start in range(0, len(items), per_row):
+            cols = st.columns(per_row)
+            for col, (name, rgb) in zip(cols, items[start:start + per_row]):
+                download_png(f"{name.replace('_', ' ')} (PNG)", rgb, f"{name}.png", key=f"{key}_{name}",
+                             container=col)
+
+
 # --------------------------------------------------------------------------- panels and charts
+# Figures come from xtask_core.figures (interactive, hover values, colour bars in real units);
+# the PNGs offered for download come from xtask_core.viz with the same colour maps and ranges.
+# What stays here is layout glue: figure height from the image's aspect ratio, a shared chart
+# style, and the mapping from a ModelState to class names / palette / depth units.
 def _cmaps() -> list[str]:
     from xtask_core.viz import COLORMAPS
     return list(COLORMAPS)
 
 
 CMAPS = _cmaps()
+MAIN_WIDTH_PX = 900    # approximate main-column width in the wide layout on a laptop screen
+TITLE_PX = 34          # figure title strip
+COLORBAR_PX = 66       # horizontal colour bar with its title, under a heatmap
 
 
 def sample_arrays(state: ModelState, s) -> tuple:
@@ -466,6 +509,11 @@ def depth_range(state: ModelState, pred, *extra) -> tuple[float, float]:
     return explore.depth_range([pred.depth, pred.depth_t, *extra])
 
 
+def depth_unit(state: ModelState) -> str:
+    """Short unit of the model's depth output, for colour bars and tables."""
+    return "m" if state.depth_kind == "depth" else "disparity/256"
+
+
 def prediction_panels(state: ModelState, pred, cmap: str = "magma") -> dict[str, np.ndarray]:
     """Colourised H×W×3 uint8 panels ``seg``, ``seg_t``, ``depth``, ``depth_t`` of a Prediction
     (depth maps share one colour range)."""
@@ -477,88 +525,169 @@ def prediction_panels(state: ModelState, pred, cmap: str = "magma") -> dict[str,
             "depth_t": viz.colorize_depth(pred.depth_t, cmap, vmin, vmax)}
 
 
-def _image_layout(fig, h: int, w: int, title: str, height: int = 300):
-    fig.update_layout(title=dict(text=title, font=dict(size=14)), margin=dict(l=0, r=0, t=30, b=0),
-                      height=height)
-    fig.update_xaxes(visible=False, range=[-0.5, w - 0.5])
-    fig.update_yaxes(visible=False, range=[h - 0.5, -0.5], scaleanchor="x")
+def _size_image_figure(fig, shape: tuple[int, ...], ncols: int, extra_px: int):
+    """Height ≈ column width × h / w (column width estimated from ``ncols``), so there are no
+    empty bands around the image; spare height goes below it."""
+    h, w = shape[:2]
+    img_px = (MAIN_WIDTH_PX / max(1, ncols)) * h / max(1, w)
+    fig.update_layout(height=int(min(640, max(90, img_px)) + TITLE_PX + extra_px),
+                      title=dict(font=dict(size=14), y=0.99, yanchor="top"),
+                      margin=dict(l=0, r=0, t=TITLE_PX, b=extra_px))
+    fig.update_yaxes(constraintoward="top")
     return fig
 
 
-def seg_chart(state: ModelState, labels: np.ndarray, title: str, rgb: np.ndarray | None = None,
-              alpha: float = 1.0, key: str | None = None) -> np.ndarray:
-    """Plot an h×w label map (class names on hover), optionally blended over ``rgb`` (h×w×3)
-    with opacity ``alpha``; returns the h×w×3 uint8 image shown (for downloads)."""
-    import plotly.graph_objects as go
+def _horizontal_colorbar(fig):
+    fig.update_traces(colorbar=dict(orientation="h", thickness=10, len=1.0, y=-0.02, yanchor="top",
+                                    title=dict(side="bottom"), tickfont=dict(size=10)))
+    return fig
 
+
+_BUILDERS = {"image": "image_figure", "heatmap": "heatmap_figure", "seg": "seg_overlay_figure"}
+
+
+@st.cache_resource(max_entries=128, show_spinner=False)
+def _image_like_figure(kind: str, ncols: int, args: tuple, kwargs: tuple):
+    # Building a figure with per-pixel hover text costs ~0.1 s (plotly validates every array);
+    # display-only reruns (opacity, panels, page switches) reuse it. Keyed by content: Streamlit
+    # hashes the arrays. Shared by all sessions, so the figure is never mutated after this.
+    from xtask_core import figures
+    fig = getattr(figures, _BUILDERS[kind])(*args, **dict(kwargs))
+    extra_px = 0
+    if kind == "heatmap":
+        fig, extra_px = _horizontal_colorbar(fig), COLORBAR_PX
+    return _size_image_figure(fig, np.shape(args[0]), ncols, extra_px)
+
+
+def show_figure(kind: str, *args, key: str | None = None, ncols: int = 3, **kwargs) -> None:
+    """Build (cached) and draw ``xtask_core.figures.<image_figure | heatmap_figure |
+    seg_overlay_figure>(*args, **kwargs)`` sized to the image's aspect ratio and ``ncols``."""
+    fig = _image_like_figure(kind, ncols, args, tuple(sorted(kwargs.items())))
+    st.plotly_chart(fig, key=key, config={"displaylogo": False})
+
+
+def class_legend(state: ModelState, labels: np.ndarray | None = None) -> None:
+    """One line of colour chips naming the classes (only those in ``labels`` when given)."""
+    import html
+    present = set(np.unique(labels).tolist()) if labels is not None else None
+    chips = []
+    for i, (name, (r, g, b)) in enumerate(zip(state.class_names, state.palette.tolist())):
+        if present is not None and i not in present:
+            continue
+        chips.append(f"<span style='white-space:nowrap;margin-right:0.9em'><span style='display:inline-block;"
+                     f"width:0.9em;height:0.9em;border-radius:2px;vertical-align:-0.1em;margin-right:0.3em;"
+                     f"background:rgb({r},{g},{b})'></span>{html.escape(name)}</span>")
+    if chips:
+        st.markdown("<div style='font-size:0.85em;line-height:1.9'>" + "".join(chips) + "</div>",
+                    unsafe_allow_html=True)
+
+
+def _class_names(state: ModelState, labels: np.ndarray) -> np.ndarray:
+    from xtask_core.figures import class_name_map
+    return class_name_map(labels, state.class_names, state.ignore_index, ignore_name="void")
+
+
+def seg_chart(state: ModelState, labels: np.ndarray, title: str, rgb: np.ndarray | None = None,
+              alpha: float = 1.0, key: str | None = None, ncols: int = 3) -> np.ndarray:
+    """Plot an h×w label map (class name on hover), optionally blended over ``rgb`` (any size,
+    resized to the labels) with opacity ``alpha``; void pixels show the plain image (black
+    without one). Returns the h×w×3 uint8 image shown (for downloads)."""
     from xtask_core import viz
     labels = np.asarray(labels)
-    shown = viz.colorize_seg(labels, state.palette, ignore_index=state.ignore_index)
-    if rgb is not None and alpha < 1.0:
-        shown = viz.overlay(viz.resize_bilinear(rgb, *labels.shape) if rgb.shape[:2] != labels.shape
-                            else rgb, shown, alpha)
-    names = np.array(state.class_names + ["void"], dtype=object)
-    idx = np.where((labels >= 0) & (labels < state.num_classes), labels, state.num_classes)
-    fig = go.Figure(go.Image(z=shown, hovertext=names[idx],
-                             hovertemplate="x %{x}, y %{y}<br>%{hovertext}<extra></extra>"))
-    st.plotly_chart(_image_layout(fig, *labels.shape, title), key=key)
-    return shown
+    seg_rgb = viz.colorize_seg(labels, state.palette, ignore_index=state.ignore_index)
+    if rgb is None:
+        base, alpha = seg_rgb, 1.0
+    else:
+        base = rgb if rgb.shape[:2] == labels.shape else viz.resize_bilinear(rgb, *labels.shape)
+    show_figure("seg", base, labels, state.palette, tuple(state.class_names), alpha, state.ignore_index,
+                title=title, key=key, ncols=ncols)
+    valid = (labels >= 0) & (labels < state.num_classes) & (labels != state.ignore_index)
+    return viz.overlay(base, seg_rgb, alpha, mask=valid)
 
 
 def value_chart(values: np.ndarray, title: str, units: str, cmap: str = "inferno",
                 vmin: float | None = None, vmax: float | None = None, key: str | None = None,
-                extra: np.ndarray | None = None, extra_label: str = "") -> np.ndarray:
-    """Heatmap of an h×w float map (NaN = no data, drawn as a gap) with a colour bar in
-    ``units``; ``extra`` (h×w) is shown on hover as ``extra_label``. Returns the PNG-ready
-    h×w×3 uint8 colouring of the same map and range."""
-    import plotly.graph_objects as go
-
+                hover: dict | None = None, valid: np.ndarray | None = None, ncols: int = 3,
+                colorbar_title: str | None = None) -> np.ndarray:
+    """Heatmap of an h×w float map in ``units`` (NaN / ``valid`` False = no data, drawn as a
+    gap) with a horizontal colour bar in those units; ``hover`` adds named h×w maps under the
+    cursor. ``None`` range ends are the robust 1–99 % range. Returns the PNG-ready h×w×3 uint8
+    colouring of the same map and range (no-data pixels black)."""
     from xtask_core import viz
     v = np.asarray(values, np.float32)
     if vmin is None or vmax is None:
-        lo, hi = viz.auto_range(v)
+        lo, hi = viz.auto_range(v, valid)
         vmin = lo if vmin is None else vmin
         vmax = hi if vmax is None else vmax
-    hover = "x %{x}, y %{y}<br>%{z:.4g} " + units
-    kw = {}
-    if extra is not None:
-        kw["customdata"] = np.asarray(extra, np.float32)
-        hover += "<br>" + extra_label + " %{customdata:.3g}"
-    fig = go.Figure(go.Heatmap(z=v, zmin=vmin, zmax=vmax, colorscale=viz.plotly_colorscale(cmap),
-                               colorbar=dict(title=dict(text=units, side="right"), thickness=12),
-                               hovertemplate=hover + "<extra></extra>", **kw))
-    st.plotly_chart(_image_layout(fig, *v.shape, title), key=key)
-    return viz.colorize_values(v, cmap, vmin, vmax)
+    show_figure("heatmap", v, cmap, units=units, colorbar_title=colorbar_title, zmin=float(vmin), zmax=float(vmax),
+                valid=valid, hover=hover, title=title, key=key, ncols=ncols)
+    return viz.colorize_values(v, cmap, vmin, vmax, valid)
 
 
 def depth_chart(state: ModelState, depth: np.ndarray, title: str, cmap: str, vmin: float,
-                vmax: float, key: str | None = None) -> np.ndarray:
+                vmax: float, key: str | None = None, ncols: int = 3) -> np.ndarray:
     """Depth/disparity heatmap in model units; for disparity models the hover also gives metres
-    (Cityscapes camera). Invalid (0) pixels are gaps. Returns the coloured h×w×3 uint8 image."""
+    (Cityscapes camera). Values ≤ 0 (no depth: sky in the ground truth) are gaps. Returns the
+    coloured h×w×3 uint8 image."""
     d = np.asarray(depth, np.float32)
-    shown = np.where(d > 0, d, np.nan)
+    if not (d > 0).any():   # e.g. an untrained model: say so instead of drawing an empty box
+        st.markdown(f"**{title}**")
+        st.info("No pixel has a positive depth value, so there is nothing to draw.")
+        from xtask_core import viz
+        return viz.colorize_values(d, cmap, vmin, vmax, d > 0)
+    hover = None
     if state.depth_kind == "disparity":
-        from xtask_core.data.cityscapes import disparity_to_metres
-        metres = np.asarray(disparity_to_metres(np.where(d > 0, d, 0)), np.float32)
-        return value_chart(shown, title, "disparity/256", cmap, vmin, vmax, key=key,
-                           extra=np.where(np.isfinite(metres), metres, np.nan), extra_label="≈ metres:")
-    return value_chart(shown, title, "m", cmap, vmin, vmax, key=key)
+        hover = {"≈ metres": explore.metric_depth(d, "disparity", max_metres=np.inf)}
+    return value_chart(d, title, depth_unit(state), cmap, vmin, vmax, key=key, hover=hover,
+                       valid=d > 0, ncols=ncols, colorbar_title="depth" if state.depth_kind == "depth" else None)
 
 
-def point_cloud_figure(state: ModelState, pred, max_points: int = 15000):
-    """Plotly 3D scatter of the direct depth lifted to 3D, coloured by the direct segmentation."""
-    import plotly.graph_objects as go
-    pts = explore.point_cloud(pred.depth, pred.seg, state.depth_kind, max_points=max_points)
-    pal = state.palette
-    names = np.array(state.class_names, dtype=object)
-    colours = [f"rgb({r},{g},{b})" for r, g, b in pal[pts["label"]]]
-    fig = go.Figure(go.Scatter3d(x=pts["x"], y=pts["z"], z=pts["y"], mode="markers",
-                                 marker=dict(size=2, color=colours), hovertext=names[pts["label"]],
-                                 hovertemplate="%{hovertext}<br>%{y:.1f} m ahead<extra></extra>"))
-    fig.update_layout(height=480, margin=dict(l=0, r=0, t=10, b=0),
-                      scene=dict(xaxis_title="right (m)", yaxis_title="forward (m)", zaxis_title="up (m)",
-                                 aspectmode="data", camera=dict(eye=dict(x=-0.3, y=-1.6, z=0.6))))
-    return fig
+def rgb_chart(rgb: np.ndarray, title: str, hover: dict | None = None, key: str | None = None,
+              ncols: int = 3) -> np.ndarray:
+    """Plot an h×w×3 uint8 image like the other panels, with named h×w maps (e.g. class names
+    from :func:`seg_pair_hover`) under the cursor; returns ``rgb`` (for downloads)."""
+    show_figure("image", rgb, hover, title=title, key=key, ncols=ncols)
+    return rgb
+
+
+def seg_pair_hover(state: ModelState, pred_labels: np.ndarray, target: np.ndarray,
+                   what: str = "true") -> dict[str, np.ndarray]:
+    """Hover maps for an error / difference map: ``{what: class of target, "predicted": class
+    of pred}`` (h×w strings)."""
+    return {what: _class_names(state, target), "predicted": _class_names(state, pred_labels)}
+
+
+def point_cloud_chart(state: ModelState, pred, colour_by: str = "segmentation", key: str | None = None,
+                      max_points: int = 15000) -> None:
+    """The direct depth lifted to 3-D (metres; the Cityscapes camera for disparity models, an
+    assumed 60° field of view for metric ones), coloured by the direct segmentation or the image."""
+    from xtask_core import figures, viz
+    h, w = pred.depth.shape
+    colours = (viz.colorize_seg(pred.seg, state.palette) if colour_by == "segmentation"
+               else pred.input_rgb)
+    fig = figures.point_cloud_figure(explore.metric_depth(pred.depth, state.depth_kind),
+                                     colours, intrinsics=explore.pinhole_intrinsics(state.depth_kind, h, w),
+                                     max_points=max_points, units="m")
+    fig.update_layout(height=460, margin=dict(l=0, r=0, t=0, b=0))
+    st.plotly_chart(fig, key=key, config={"displaylogo": False})
+
+
+def chart(fig, key: str, height: int = 340) -> None:
+    """A non-image plotly figure (curves, bars, matrices) at a fixed height."""
+    fig.update_layout(height=height, title=dict(font=dict(size=14)),
+                      legend=dict(orientation="h", yanchor="top", y=-0.22, x=0))
+    st.plotly_chart(fig, key=key, config={"displaylogo": False})
+
+
+def metrics_columns(state: ModelState, unit: str | None = None) -> dict:
+    """``st.dataframe`` column labels with units for :func:`explore.metrics_row` tables
+    (``unit`` overrides the depth unit, e.g. "model units" for mixed checkpoints)."""
+    unit = unit or depth_unit(state)
+    return {"pixel acc": "pixel acc (%)", "mIoU": "mIoU (%)", "δ<1.25": "δ<1.25 (%)",
+            "Abs": f"Abs ({unit})", "RMSE": f"RMSE ({unit})",
+            "Abs Rel": st.column_config.NumberColumn("Abs Rel", help="mean |p − t| / t (a ratio)"),
+            "mIoU per image (original)": st.column_config.NumberColumn(
+                "mIoU per image (%)", help="The original code's mean of per-image mIoUs")}
 
 
 def subset(state: ModelState, n: int) -> tuple[list, list, list, list]:
@@ -572,74 +701,3 @@ def subset(state: ModelState, n: int) -> tuple[list, list, list, list]:
         deps.append(gd)
         names.append(s.name)
     return preds, segs, deps, names
-
-
-def sparsification_figure(result: dict, title: str, error_label: str):
-    """Plotly lines of an analysis.sparsification result (energy, oracle, random)."""
-    import plotly.graph_objects as go
-    x = 100 * np.asarray(result["fractions"])
-    fig = go.Figure()
-    for name, key, dash in (("ranked by energy (label-free)", "energy_curve", None),
-                            ("oracle (ranked by true error)", "oracle_curve", "dot"),
-                            ("random order", "random_curve", "dash")):
-        fig.add_trace(go.Scatter(x=x, y=result[key], name=name, mode="lines", line=dict(dash=dash)))
-    fig.update_layout(title=title, height=320, margin=dict(l=0, r=0, t=40, b=0),
-                      xaxis_title="% of pixels removed (highest score first)",
-                      yaxis_title=f"mean {error_label} of the rest", legend=dict(orientation="h", y=-0.3))
-    return fig
-
-
-def binned_figure(df, title: str, error_label: str, energy_label: str):
-    """Bar chart of analysis.binned_error: mean true error per energy-quantile bin."""
-    import plotly.graph_objects as go
-    fig = go.Figure(go.Bar(x=[f"{lo:.3g}–{hi:.3g}" for lo, hi in zip(df.energy_lo, df.energy_hi)],
-                           y=df.error_mean, hovertemplate="energy %{x}<br>mean error %{y:.4g}<extra></extra>"))
-    fig.update_layout(title=title, height=320, margin=dict(l=0, r=0, t=40, b=0),
-                      xaxis_title=f"{energy_label} (equal-count bins)", yaxis_title=f"mean {error_label}")
-    return fig
-
-
-def confusion_figure(conf, class_names: list[str], title: str):
-    """Row-normalised confusion matrix heatmap (rows = true class); hover gives counts."""
-    import plotly.graph_objects as go
-    c = np.asarray(conf, np.float64)
-    norm = c / np.maximum(c.sum(1, keepdims=True), 1)
-    fig = go.Figure(go.Heatmap(z=norm, x=class_names, y=class_names, zmin=0, zmax=1, colorscale="Blues",
-                               customdata=c, colorbar=dict(title="share of row"),
-                               hovertemplate="true %{y}<br>predicted %{x}<br>%{z:.1%} "
-                                             "(%{customdata:.0f} px)<extra></extra>"))
-    fig.update_layout(title=title, height=360, margin=dict(l=0, r=0, t=40, b=0),
-                      xaxis_title="predicted", yaxis=dict(title="true", autorange="reversed"))
-    return fig
-
-
-def download_pngs(panels: dict[str, np.ndarray], key: str, per_row: int = 4) -> None:
-    """One PNG download button per panel (name → H×W×3 uint8), laid out ``per_row`` a row."""
-    items = list(panels.items())
-    for start in range(0, len(items), per_row):
-        cols = st.columns(per_row)
-        for col, (name, rgb) in zip(cols, items[start:start + per_row]):
-            download_png(f"{name.replace('_', ' ')} (PNG)", rgb, f"{name}.png", key=f"{key}_{name}",
-                         container=col)
-
-
-def rgb_chart(rgb: np.ndarray, title: str, hovertext: np.ndarray | None = None,
-              key: str | None = None) -> np.ndarray:
-    """Plot an h×w×3 uint8 image the same way as the other panels (same size, hover text per
-    pixel from ``hovertext`` h×w str array); returns ``rgb`` (for downloads)."""
-    import plotly.graph_objects as go
-    kw = {"hovertemplate": "x %{x}, y %{y}<extra></extra>"}
-    if hovertext is not None:
-        kw = {"hovertext": hovertext, "hovertemplate": "x %{x}, y %{y}<br>%{hovertext}<extra></extra>"}
-    fig = go.Figure(go.Image(z=rgb, **kw))
-    st.plotly_chart(_image_layout(fig, *rgb.shape[:2], title), key=key)
-    return rgb
-
-
-def seg_error_hover(state: ModelState, pred_labels: np.ndarray, target: np.ndarray,
-                    what: str = "true") -> np.ndarray:
-    """h×w strings "<what>: A · predicted: B" for hovering an error map."""
-    names = np.array(state.class_names + ["void"], dtype=object)
-    t = np.where((target >= 0) & (target < state.num_classes), target, state.num_classes)
-    p = np.where((pred_labels >= 0) & (pred_labels < state.num_classes), pred_labels, state.num_classes)
-    return what + ": " + names[t] + " · predicted: " + names[p]

@@ -235,9 +235,16 @@ def _results(st_, run_dir: str) -> None:
         return
     which = st.radio("Fine-tuned checkpoint", ckpts, horizontal=True, key="ft_which",
                      format_func=lambda n: {"best": "best (lowest val loss)", "last": "last step"}[n])
+    tuned_path = run / f"{which}.safetensors"
+    if state.path.resolve() == tuned_path.resolve():
+        st.caption(f"The sidebar already uses this fine-tuned checkpoint ({state.label}): every page now shows it.")
+    else:
+        st.button("Use the fine-tuned model now", key="ft_use", on_click=common.select_checkpoint,
+                  args=(tuned_path, f"fine-tuned: {run.name}/{which}"),
+                  help="Select it in the sidebar, so Predictions, Error maps, Learn… all use it")
     try:
         base = _model_state("base", Path(base_path))
-        tuned = _model_state(f"{run.name}/{which}", run / f"{which}.safetensors")
+        tuned = _model_state(f"{run.name}/{which}", tuned_path)
         data_root = jobs.small_synthetic_set(cache_root, cfg.height, cfg.width, n_train=N_TRAIN,
                                              n_val=N_VAL)
         sample = next(s for s in common.explore.find_samples(data_root) if s.name.startswith("val/"))
@@ -255,8 +262,7 @@ def _results(st_, run_dir: str) -> None:
         return
     st.subheader("Before / after on a fixed validation image")
     pal, ign = state.palette, state.ignore_index
-    depth_lo = min(float(before.depth.min()), float(after.depth.min()))
-    depth_hi = max(float(before.depth.max()), float(after.depth.max()))
+    depth_lo, depth_hi = common.explore.depth_range([before.depth, after.depth])   # one shared, robust range
     c = st.columns(3)
     c[0].image(before.input_rgb, caption=f"input ({sample.name})", width="stretch")
     c[1].image(viz.colorize_seg(before.seg, pal, ign), caption="segmentation: base", width="stretch")

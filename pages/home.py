@@ -35,6 +35,7 @@ if found:
     pred = common.predict(state, rgb, common.explore.array_key(rgb))
     panels = common.prediction_panels(state, pred, cmap="magma")
     st.subheader(f"The live model on {s.name}")
+    common.class_legend(state)
     cols = st.columns(3)
     cols[0].image(pred.input_rgb, caption="input (as the model sees it)", width="stretch")
     cols[1].image(panels["seg"], caption="direct segmentation", width="stretch")
@@ -44,7 +45,8 @@ if found:
     cols[0].caption("Top row: segmentation; bottom row: depth. *Direct* predictions come from the "
                     "image; *transferred* ones see only the other task's prediction, never the image. "
                     "Where the two agree the model is consistent.")
-    cols[1].image(panels["depth"], caption="direct depth (bright = near)", width="stretch")
+    cols[1].image(panels["depth"], caption="direct depth (bright = " + ("near)" if state.depth_kind == "disparity"
+                  else "far)"), width="stretch")
     cols[2].image(panels["depth_t"], caption="transferred from segmentation (seg → depth net)",
                   width="stretch")
 else:

@@ -30,31 +30,46 @@ show = c3.multiselect("Panels", ["ground truth", "direct", "transferred"],
                       default=["ground truth", "direct", "transferred"], key="pred_panels")
 
 h, w = picked.rgb.shape[:2]
-st.image(picked.rgb, caption=f"{picked.name}: {w}×{h} px (the model sees it resized to "
-         f"{state.config.width}×{state.config.height})", width=min(max(w, 360), 1024))
+c1, c2 = st.columns([3, 2])
+c1.image(picked.rgb, caption=f"Input {picked.name}: {w}×{h} px (the model sees it resized to "
+         f"{state.config.width}×{state.config.height})", width="stretch")
+c2.markdown("**How to read this page**\n\n"
+            "- *Direct*: what the network predicts from the image.\n"
+            "- *Transferred*: what a task-transfer net makes of the **other** task's direct "
+            "prediction; it never sees the image.\n"
+            "- Where direct and transferred agree, the two tasks are consistent.\n"
+            "- Hover any panel for the value under the cursor.")
 
 has_gt = picked.gt_seg is not None
 cols_seg = [("ground truth", picked.gt_seg)] if has_gt and "ground truth" in show else []
 cols_seg += [(n, a) for n, a in (("direct", pred.seg), ("transferred", pred.seg_t)) if n in show]
 panels = {}
 st.subheader("Segmentation")
-st.caption("Hover a pixel for its class. Transferred = the depth → segmentation net applied to the "
-           "direct depth.")
-for col, (name, labels) in zip(st.columns(max(1, len(cols_seg))), cols_seg):
+st.caption(f"Class colours over the input at {alpha:.0%} opacity; hover a pixel for its class. "
+           "Transferred = the depth → segmentation net applied to the direct depth.")
+common.class_legend(state)
+n_seg = max(1, len(cols_seg))
+for col, (name, labels) in zip(st.columns(n_seg), cols_seg):
     with col:
-        panels[f"seg_{name}"] = common.seg_chart(state, labels, f"{name} segmentation", pred.input_rgb,
-                                                 alpha, key=f"pred_seg_{name}")
+        panels[f"seg_{name.replace(' ', '_')}"] = common.seg_chart(
+            state, labels, f"{name} segmentation", pred.input_rgb, alpha, key=f"pred_seg_{name}", ncols=n_seg)
 
 st.subheader("Depth")
-st.caption(f"Model unit: {state.depth_unit}. Hover a pixel for its value. Transferred = the "
-           "segmentation → depth net applied to the direct segmentation.")
+unit = common.depth_unit(state)
+st.caption(f"Colour bar in model units ({state.depth_unit})"
+           + (", bright = near; hover also gives metres through the Cityscapes stereo camera"
+              if state.depth_kind == "disparity" else "")
+           + ". Blank pixels have no depth (sky in the ground truth, ≤ 0 in a prediction). All panels share one "
+           "colour range. Transferred = the segmentation → depth net applied to the direct segmentation.")
 cols_dep = [("ground truth", picked.gt_depth)] if picked.gt_depth is not None and "ground truth" in show else []
 cols_dep += [(n, a) for n, a in (("direct", pred.depth), ("transferred", pred.depth_t)) if n in show]
 vmin, vmax = common.depth_range(state, pred)
-for col, (name, depth) in zip(st.columns(max(1, len(cols_dep))), cols_dep):
+n_dep = max(1, len(cols_dep))
+for col, (name, depth) in zip(st.columns(n_dep), cols_dep):
     with col:
-        panels[f"depth_{name}"] = common.depth_chart(state, depth, f"{name} depth", cmap, vmin, vmax,
-                                                     key=f"pred_depth_{name}")
+        panels[f"depth_{name.replace(' ', '_')}"] = common.depth_chart(
+            state, depth, f"{name} depth", cmap, vmin, vmax, key=f"pred_depth_{name}", ncols=n_dep)
+common.download_pngs(panels, "pred_dl")
 
 if has_gt:
     st.subheader("This image's metrics")
@@ -63,19 +78,17 @@ if has_gt:
         m = explore.image_metrics(seg, dep, picked.gt_seg, picked.gt_depth, state.num_classes, state.ignore_index)
         rows.append(explore.metrics_row(name, m))
     table = pd.DataFrame(rows)
-    st.dataframe(table, hide_index=True)
-    st.caption("mIoU here is over the classes present in this image (prediction ∪ ground truth); "
-               f"depth errors are in {state.depth_unit}; void / invalid pixels are left out.")
+    st.dataframe(table, hide_index=True, column_config=common.metrics_columns(state))
+    st.caption("mIoU over the classes present in this image (prediction ∪ ground truth); void / invalid "
+               "pixels are left out. Transferred = the transfer nets' outputs scored against the same ground truth.")
     common.download_csv("Download metrics (CSV)", table, "metrics.csv", key="pred_csv")
 else:
     st.info("No ground truth for this image, so no metrics: pick a sample or a dataset item for those.")
 
 st.subheader("3D point cloud")
-st.caption("Every pixel lifted to 3D with the direct depth, coloured by the direct segmentation: a pinhole "
-           + ("camera with the Cityscapes focal length and stereo baseline turning disparity into metres"
-              if state.depth_kind == "disparity" else "camera with an assumed 60° field of view")
-           + "; pixels without depth or beyond 80 m are left out. Drag to rotate.")
-st.plotly_chart(common.point_cloud_figure(state, pred), key="pred_cloud")
-
-st.subheader("Downloads")
-common.download_pngs(panels, "pred_dl")
+colour_by = st.radio("Colour points by", ["segmentation", "image"], horizontal=True, key="pred_cloud_colour")
+st.caption("Every pixel of the direct depth lifted to 3-D (axes in metres) with a pinhole camera: "
+           + ("the Cityscapes focal length and stereo baseline turn disparity into metres"
+              if state.depth_kind == "disparity" else "an assumed 60° horizontal field of view")
+           + "; pixels without depth or beyond 80 m are left out. Drag to rotate, scroll to zoom.")
+common.point_cloud_chart(state, pred, colour_by, key="pred_cloud")

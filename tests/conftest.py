@@ -41,3 +41,14 @@ def tiny_model(tiny_config):
     from xtask_core.model import XTaskNet
     torch.manual_seed(0)
     return XTaskNet(tiny_config).eval()
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """One intra-op thread for a whole test module, restored afterwards. On 2 shared cores,
+    OpenMP threads spinning against each other make tiny training steps ~5x slower than one
+    thread. Modules opt in with ``pytestmark = pytest.mark.usefixtures("one_torch_thread")``."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -11,8 +11,8 @@ def test_compare_two_checkpoints(tmp_path, monkeypatch):
     metrics, ious = at.dataframe[0].value, at.dataframe[1].value
     assert list(metrics["model"]) == ["shipped: tiny_a", "shipped: tiny_b"]
     assert list(ious.columns) == ["class", "shipped: tiny_a", "shipped: tiny_b"] and len(ious) == 7
-    # 2 × (seg, depth) + seg and depth difference + 2 confusion matrices
-    assert len(at.get("plotly_chart")) == 8
+    # 2 × (seg, depth) + seg and depth difference + per-class IoU bars + 2 confusion matrices
+    assert len(at.get("plotly_chart")) == 9
     labels = [b.label for b in at.get("download_button")]
     assert "Download per-class IoU (CSV)" in labels and sum(lb.endswith("(PNG)") for lb in labels) == 6
 

@@ -7,8 +7,8 @@ from tests.app_helpers import app_text, make_app_env, run_page
 def test_error_maps_renders_errors_energy_and_study(tmp_path, monkeypatch):
     at = run_page("error_maps", make_app_env(tmp_path), monkeypatch)
     assert not at.exception and not at.error
-    text = app_text(at)
-    assert "Does energy predict the true error?" in text and "This image" in text
+    assert "Does energy predict the true error?" in app_text(at)
+    assert [t.label for t in at.tabs] == ["This image", "A subset of the 2 samples"]
     # depth abs, rel, energy; wrong pixels, disagreement, seg energy;
     # (sparsification, binned) × 2 tasks × (this image, subset)
     assert len(at.get("plotly_chart")) == 6 + 8
@@ -16,6 +16,9 @@ def test_error_maps_renders_errors_energy_and_study(tmp_path, monkeypatch):
     assert list(by_class["name"])[:2] == ["flat", "construction"] and "error_rate" in by_class
     study = at.dataframe[1].value
     assert list(study["task"]) == ["depth", "seg"] and {"spearman", "ause", "aurg", "auroc"} <= set(study.columns)
+    assert 0.0 <= study["auroc"][1] <= 1.0 and -1.0 <= study["spearman"][0] <= 1.0
+    labels = [b.label for b in at.get("download_button")]
+    assert sum(lb.endswith("(PNG)") for lb in labels) == 6          # in the collapsed expander
     at.selectbox(key="err_cmap").set_value("gray").run()
     assert not at.exception
 

@@ -62,5 +62,10 @@ def test_finetune_runs_to_completion(tmp_path, monkeypatch):
     table = at.dataframe[-1].value
     assert list(table.columns[:3]) == ["metric", "before", "after"]
     assert {"pixel accuracy", "mIoU (dataset)", "depth Abs"} <= set(table["metric"])
-    # The new run is offered by the shared checkpoint picker, next to the shipped ones.
-    assert "run: my-tune" in checkpoint_box(at).options
+    # The new run is offered by the shared checkpoint picker, next to the shipped ones …
+    assert "run: my-tune" in checkpoint_box(at).options and checkpoint_box(at).value == "shipped: tiny_a"
+    # … and one click makes it the current model of every page.
+    _button(at, "Use the fine-tuned model now").click().run()
+    assert not at.exception and checkpoint_box(at).value == "run: my-tune"
+    assert "already uses this fine-tuned checkpoint" in app_text(at)
+    assert not any(b.label == "Use the fine-tuned model now" for b in at.button)

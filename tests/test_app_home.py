@@ -57,3 +57,41 @@ def test_failed_load_keeps_previous_model(tmp_path, monkeypatch):
     load_path(str(tmp_path / "checkpoints" / "tiny_a.safetensors"))      # a good typed path
     assert not at.exception and not at.sidebar.error
     assert checkpoint_box(at).value.startswith("path: tiny_a.safetensors")
+
+
+def _pick_app():
+    """A one-button app: the shared sidebar + a button calling common.select_checkpoint($PICK)."""
+    import os
+
+    import streamlit as st
+
+    from pages import common
+    common.sidebar()
+    st.button("use it", key="use", on_click=common.select_checkpoint, args=(os.environ["PICK"],))
+
+
+def test_select_checkpoint_switches_adds_and_refuses(tmp_path, monkeypatch):
+    import streamlit as st
+    from streamlit.testing.v1 import AppTest
+
+    from tests.app_helpers import set_env, write_checkpoint
+    env = make_app_env(tmp_path)
+    set_env(monkeypatch, env)
+    st.cache_resource.clear()
+    mine = write_checkpoint(tmp_path / "elsewhere" / "mine.safetensors", seed=3, name="mine")
+    monkeypatch.setenv("PICK", str(tmp_path / "checkpoints" / "tiny_b.safetensors"))
+    at = AppTest.from_function(_pick_app, default_timeout=60).run()
+    assert checkpoint_box(at).value == "shipped: tiny_a"
+    at.button(key="use").click().run()                        # a listed file keeps its label
+    assert not at.exception and checkpoint_box(at).value == "shipped: tiny_b" and "tiny b" in app_text(at)
+
+    monkeypatch.setenv("PICK", str(mine))                     # an unlisted file becomes an extra entry
+    at.run()                                                  # (a callback gets the args of the last run)
+    at.button(key="use").click().run()
+    assert checkpoint_box(at).value == "path: mine.safetensors (elsewhere)" and "mine" in app_text(at)
+
+    monkeypatch.setenv("PICK", str(tmp_path / "gone.safetensors"))
+    at.run()
+    at.button(key="use").click().run()                        # missing: one-line error, selection kept
+    assert any("no such file" in e.value for e in at.sidebar.error)
+    assert checkpoint_box(at).value == "path: mine.safetensors (elsewhere)"

@@ -193,6 +193,13 @@ def test_every_page_in_chromium(server):
             _idle(page)
             _no_errors(page, "fine-tune")
             _shot(page, "6_finetune_done", shots)
+            # one click makes the fine-tuned model the current one of every page
+            page.get_by_role("button", name="Use the fine-tuned model now").click()
+            _idle(page)
+            _shot(page, "6b_finetune_in_use", shots)
+            main = page.locator("[data-testid='stMain']").inner_text()
+            assert "Base checkpoint: run: finetune-" in main, main[:400]       # the next fine-tune starts from it
+            _no_errors(page, "use the fine-tuned model")
 
         browser.close()
 

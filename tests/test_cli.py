@@ -25,16 +25,7 @@ TINY = ["--enc_layers", "18", "--mid_features", "8", "--ttnet_features", "4", "-
         "--width", "128", "--batch_size", "3", "--cpu", "--precision", "fp32", "--workers", "0"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """One intra-op thread: on 2 shared cores, OpenMP threads spinning against each other
-    make these tiny steps ~5x slower than a single thread."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")   # tests/conftest.py
 
 
 def _rows(path: Path) -> list[dict]:

@@ -129,26 +129,49 @@ def test_depth_range_ignores_invalid_and_is_shared():
     assert explore.depth_range([np.zeros((2, 2))]) == (0.0, 1.0)
 
 
-def test_point_cloud_pinhole_geometry():
-    # NYUv2-style metres, 60° field of view: f = (w/2)/tan(30°); pixel column 0 of a 4-wide map
-    depth = np.full((2, 4), 2.0, np.float32)
-    depth[0, 1] = 0.0                                            # invalid → dropped
-    labels = np.arange(8).reshape(2, 4)
-    pts = explore.point_cloud(depth, labels, "depth")
-    f = 2.0 / np.tan(np.radians(30))
-    assert pts["z"].size == 7 and 1 not in pts["label"]
-    i = list(pts["label"]).index(0)                             # pixel (v=0, u=0)
-    assert pts["x"][i] == pytest.approx((0 - 2.0) * 2.0 / f) and pts["y"][i] == pytest.approx(1.0 * 2.0 / f)
+def test_pinhole_intrinsics_by_depth_kind():
+    from xtask_core.data.cityscapes import CITYSCAPES_FX
+    # metres: 60° field of view → f = (w/2)/tan(30°); principal point at the pixel centre
+    fx, fy, cx, cy = explore.pinhole_intrinsics("depth", 4, 8)
+    assert fx == fy == pytest.approx(4.0 / np.tan(np.radians(30))) and (cx, cy) == (3.5, 1.5)
+    # disparity: Cityscapes focal length scaled from 2048 px to this width
+    assert explore.pinhole_intrinsics("disparity", 128, 256)[0] == pytest.approx(CITYSCAPES_FX / 8)
     with pytest.raises(XTaskError):
-        explore.point_cloud(depth, labels, "normals")
+        explore.pinhole_intrinsics("normals", 4, 8)
 
 
-def test_point_cloud_disparity_in_metres_and_subsampled():
+def test_metric_depth_converts_disparity_and_drops_unusable():
     from xtask_core.data.cityscapes import CITYSCAPES_BASELINE, CITYSCAPES_FX
-    disp = np.full((64, 64), 0.05, np.float32)
-    pts = explore.point_cloud(disp, np.zeros((64, 64), int), "disparity", max_points=1000)
-    assert pts["z"][0] == pytest.approx(CITYSCAPES_BASELINE * CITYSCAPES_FX / (0.05 * 256), rel=1e-5)
-    assert 0 < pts["z"].size <= 1024
+    disp = np.array([[0.05, 0.0], [-1.0, 1e-4]], np.float32)
+    z = explore.metric_depth(disp, "disparity", max_metres=80.0)
+    # 0.05 model units = 12.8 px of disparity → baseline·fx / 12.8 ≈ 37 m
+    assert z[0, 0] == pytest.approx(CITYSCAPES_BASELINE * CITYSCAPES_FX / (0.05 * 256), rel=1e-5)
+    assert np.isnan(z[0, 1]) and np.isnan(z[1, 0])            # invalid (0) and negative
+    assert np.isnan(z[1, 1])                                   # 1e-4 → ~18 km, beyond 80 m
+    m = explore.metric_depth(np.array([[2.0, 0.0, np.inf]]), "depth")
+    assert m[0, 0] == 2.0 and np.isnan(m[0, 1:]).all()
+    with pytest.raises(XTaskError):
+        explore.metric_depth(disp, "normals")
+
+
+def test_metric_depth_feeds_the_core_point_cloud():
+    # 2×4 metres map, one invalid pixel: the core builder back-projects with our intrinsics
+    from xtask_core import figures
+    depth = np.full((2, 4), 2.0, np.float32)
+    depth[0, 1] = 0.0
+    fx, fy, cx, cy = explore.pinhole_intrinsics("depth", 2, 4)
+    fig = figures.point_cloud_figure(explore.metric_depth(depth, "depth"), np.zeros((2, 4, 3), np.uint8),
+                                     intrinsics=(fx, fy, cx, cy), stride=1)
+    tr = fig.data[0]
+    assert len(tr.x) == 7 and set(tr.y) == {2.0}                 # y axis = forward distance
+    assert tr.x[0] == pytest.approx((0 - 1.5) * 2.0 / fx)        # pixel (v=0, u=0)
+
+
+def test_energy_scale_is_fixed_on_the_clean_map():
+    clean = np.arange(101, dtype=np.float64)                     # 99th percentile = 99
+    assert explore.energy_scale(clean) == pytest.approx(297.0)
+    assert explore.energy_scale(clean, factor=1.0, q=50) == pytest.approx(50.0)
+    assert explore.energy_scale(np.zeros((3, 3))) == 1e-6 and explore.energy_scale(np.array([np.nan])) == 1e-6
 
 
 def test_wipe_and_corruptions():

@@ -239,34 +239,55 @@ def depth_range(maps: Iterable[np.ndarray]) -> tuple[float, float]:
     return float(lo), float(hi if hi > lo else lo + 1e-6)
 
 
-def point_cloud(depth: np.ndarray, labels: np.ndarray, depth_kind: str, max_points: int = 20000,
-                max_metres: float = 80.0) -> dict[str, np.ndarray]:
-    """Lift an h×w depth map to 3D points with a pinhole camera, for a point-cloud plot.
+NYU_FOV_DEG = 60.0   # assumed horizontal field of view when a model predicts metres (no camera file)
 
-    ``depth_kind="disparity"``: model units (disparity_px/256 at 2048 px width) → metres with the
-    Cityscapes camera (FACTS §4), focal length scaled to this width; "depth": metres, with an
-    assumed 60° horizontal field of view. Points with no valid depth or beyond ``max_metres`` are
-    dropped; a regular subsample keeps at most ``max_points``.
-    Returns ``x`` (right), ``y`` (up), ``z`` (forward) in metres (float32) and ``label`` (int64).
+
+def pinhole_intrinsics(depth_kind: str, height: int, width: int) -> tuple[float, float, float, float]:
+    """``(fx, fy, cx, cy)`` in pixels of an h×w prediction, for back-projecting it to 3-D.
+
+    "disparity" (Cityscapes-style models): the Cityscapes focal length (FACTS §4), scaled from
+    its 2048-px width to ``width`` (the image is resized isotropically, so fy = fx).
+    "depth" (metres, NYUv2-style): an assumed 60° horizontal field of view. The principal point
+    is the image centre in both cases.
     """
-    h, w = depth.shape
     if depth_kind == "disparity":
-        from .data.cityscapes import CITYSCAPES_FX, disparity_to_metres
-        z = np.asarray(disparity_to_metres(depth), np.float64)
-        f = CITYSCAPES_FX * w / 2048.0
+        from .data.cityscapes import CITYSCAPES_FX
+        f = CITYSCAPES_FX * width / 2048.0
     elif depth_kind == "depth":
-        z = np.asarray(depth, np.float64)
-        f = (w / 2.0) / np.tan(np.radians(30.0))
+        f = (width / 2.0) / np.tan(np.radians(NYU_FOV_DEG / 2.0))
     else:
         raise XTaskError(f"depth_kind must be 'disparity' or 'depth', got {depth_kind!r}")
-    v, u = np.mgrid[0:h, 0:w]
+    return float(f), float(f), (width - 1) / 2.0, (height - 1) / 2.0
+
+
+def metric_depth(depth: np.ndarray, depth_kind: str, max_metres: float = 80.0) -> np.ndarray:
+    """A prediction in model units → h×w float32 metres, NaN where there is no usable depth.
+
+    "disparity": model units (disparity_px / 256 at 2048 px) through the Cityscapes stereo
+    camera; "depth": already metres. Values ≤ 0, non-finite or beyond ``max_metres`` (far
+    disparities blow up: 0.001 model units is ~1.8 km) become NaN, so a point cloud or a hover
+    never shows them.
+    """
+    d = np.asarray(depth, np.float64)
+    if depth_kind == "disparity":
+        from .data.cityscapes import disparity_to_metres
+        z = np.asarray(disparity_to_metres(np.where(np.isfinite(d), d, 0.0)), np.float64)
+    elif depth_kind == "depth":
+        z = d
+    else:
+        raise XTaskError(f"depth_kind must be 'disparity' or 'depth', got {depth_kind!r}")
     ok = np.isfinite(z) & (z > 0) & (z <= max_metres)
-    step = max(1, int(np.ceil(np.sqrt(ok.sum() / max_points)))) if ok.any() else 1
-    keep = ok & (v % step == 0) & (u % step == 0)
-    zk = z[keep]
-    return {"x": ((u[keep] - w / 2.0) * zk / f).astype(np.float32),
-            "y": (-(v[keep] - h / 2.0) * zk / f).astype(np.float32),
-            "z": zk.astype(np.float32), "label": np.asarray(labels)[keep].astype(np.int64)}
+    return np.where(ok, z, np.nan).astype(np.float32)
+
+
+def energy_scale(clean_map: np.ndarray, factor: float = 3.0, q: float = 99.0) -> float:
+    """Fixed top of an energy colour scale: ``factor`` × the ``q``-th percentile of the clean
+    image's energy (finite pixels), at least 1e-6. Fixing it on the clean image makes energy
+    visibly *grow* when the input is corrupted instead of being re-normalised away."""
+    v = np.asarray(clean_map, np.float64)
+    v = v[np.isfinite(v)]
+    top = float(np.percentile(v, q)) * factor if v.size else 0.0
+    return max(1e-6, top)
 
 
 # --------------------------------------------------------------------------- transfer nets alone

@@ -20,6 +20,20 @@ def conv_bn_relu(in_channels: int, out_channels: int) -> nn.Sequential:
                          nn.BatchNorm2d(out_channels), nn.ReLU(inplace=True))
 
 
+def init_conv_bn(module: nn.Module) -> None:
+    """The original's initialisation, shared by the decoders and the task-transfer nets:
+    Xavier-normal weights and zero biases for every Conv2d, weight 1 / bias 0 for every
+    BatchNorm2d inside ``module`` (in place; parameter names are untouched)."""
+    for m in module.modules():
+        if isinstance(m, nn.Conv2d):
+            nn.init.xavier_normal_(m.weight)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.BatchNorm2d):
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
+
+
 class DecoderBlock(nn.Module):
     """Three conv_bn_relu (``conv1..conv3``) then ×2 bilinear upsampling.
 
@@ -60,15 +74,8 @@ class Decoder(nn.Module):
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
-        """Xavier-normal conv weights, zero conv biases, BN weight 1 / bias 0 (as the original)."""
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.xavier_normal_(m.weight)
-                if m.bias is not None:
-                    nn.init.zeros_(m.bias)
-            elif isinstance(m, nn.BatchNorm2d):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
+        """Re-initialise every conv and BN (:func:`init_conv_bn`)."""
+        init_conv_bn(self)
 
     def forward(self, feats: Sequence[torch.Tensor]) -> torch.Tensor:
         enc0, enc1, enc2, enc3, enc4 = feats

@@ -23,6 +23,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .decoder import init_conv_bn
+
 
 class ConvUnit(nn.Module):
     """3×3 conv (with bias) [→ BatchNorm2d] → ReLU, held in ``.conv`` (keys ``conv.0``, ``conv.1``)."""
@@ -86,15 +88,8 @@ class TaskTransferNet(nn.Module):
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
-        """Xavier-normal conv weights, zero biases, BN 1/0 (same scheme as the decoders)."""
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.xavier_normal_(m.weight)
-                if m.bias is not None:
-                    nn.init.zeros_(m.bias)
-            elif isinstance(m, nn.BatchNorm2d):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
+        """Same initialisation as the decoders (:func:`decoder.init_conv_bn`)."""
+        init_conv_bn(self)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.log_softmax_input:
