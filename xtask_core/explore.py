@@ -151,24 +151,16 @@ def load_sample(image: str | os.PathLike, label: str | os.PathLike | None,
     model units ((p-1)/256², 0 = invalid), both resized nearest to the model input size, or None
     when the file is absent.
     """
-    import cv2
-
     from .data.cityscapes import decode_disparity
     from .data.labels import cityscapes_lut
-    from .images import load_image
+    from .images import load_image, load_label_png, load_uint16_png
 
     rgb = load_image(image)
     gt_seg = gt_depth = None
-    if label is not None:
-        lab = cv2.imread(str(label), cv2.IMREAD_UNCHANGED)
-        if lab is None or lab.ndim != 2:
-            raise XTaskError(f"{label}: expected a single-channel label-id PNG")
-        gt_seg = resize_nearest(cityscapes_lut(num_classes)[lab], height, width)
+    if label is not None:   # exact ids (palette PNGs: indices); one-line XTaskError naming the file
+        gt_seg = resize_nearest(cityscapes_lut(num_classes)[load_label_png(label)], height, width)
     if disparity is not None:
-        disp = cv2.imread(str(disparity), cv2.IMREAD_UNCHANGED)
-        if disp is None or disp.ndim != 2:
-            raise XTaskError(f"{disparity}: expected a single-channel 16-bit disparity PNG")
-        gt_depth = resize_nearest(decode_disparity(disp), height, width)
+        gt_depth = resize_nearest(decode_disparity(load_uint16_png(disparity)), height, width)
     return rgb, gt_seg, gt_depth
 
 
