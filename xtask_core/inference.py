@@ -130,6 +130,8 @@ def preprocess_rgb(rgb, size: tuple[int, int], mean: Sequence[float], std: Seque
         shrink = h * w < a.shape[0] * a.shape[1]
         a = cv2.resize(a, (w, h), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
     a = np.ascontiguousarray(a)
+    if not a.flags.writeable:  # e.g. a cached or memory-mapped image: torch needs a writable buffer
+        a = a.copy()
     x = torch.from_numpy(a).permute(2, 0, 1).float().div_(255.0)
     m = torch.tensor(mean, dtype=torch.float32).view(3, 1, 1)
     s = torch.tensor(std, dtype=torch.float32).view(3, 1, 1)
