@@ -1,19 +1,19 @@
 """xtask explorer: `streamlit run app.py`.
 
-Navigation only. We use st.navigation + st.Page, which turns OFF Streamlit's automatic
-discovery of the pages/ folder: the list below is the whole app (pages/common.py is a helper
-module, not a page). Caveat (Streamlit 1.67): until this script has run once in a server
-process, Streamlit still treats pages/ as a v1 page folder, so a fresh server whose very first
-request is a deep link (e.g. /dashboard) shows the folder's files as the menu for that session. Every page draws the shared sidebar itself through
-``common.sidebar()`` (idempotent), so each page also runs standalone
-(`streamlit run pages/x.py`, `AppTest.from_file("pages/x.py")`).
+Navigation only: st.navigation + st.Page; the list below is the whole app.
+The page files live in app_pages/, not pages/: Streamlit (1.67) treats a folder named pages/
+as an automatic page folder until this script has run once in the server process, so a fresh
+server whose first request was a deep link (e.g. /dashboard) listed every file there, helpers
+included, as the menu. app_pages/common.py is a helper module, not a page. Every page draws
+the shared sidebar itself through ``common.sidebar()`` (idempotent), so each page also runs
+standalone (`streamlit run app_pages/x.py`, `AppTest.from_file("app_pages/x.py")`).
 """
 from pathlib import Path
 
 import streamlit as st
 
 HERE = Path(__file__).resolve().parent
-PAGES = HERE / "pages"
+PAGES = HERE / "app_pages"
 
 st.set_page_config(page_title="xtask: cross-task consistency explorer", page_icon=":material/alt_route:", layout="wide")
 

@@ -14,7 +14,7 @@ import cv2
 import numpy as np
 
 APP_FILE = str(Path(__file__).resolve().parents[1] / "app.py")
-PAGE_DIR = Path(__file__).resolve().parents[1] / "pages"
+PAGE_DIR = Path(__file__).resolve().parents[1] / "app_pages"
 
 
 def tiny_model(seed: int):
@@ -87,7 +87,7 @@ def app_text(at) -> str:
 
 
 def run_page(page: str, env: dict[str, str], monkeypatch, timeout: float = 60):
-    """AppTest of ``pages/<page>.py`` run once with ``env`` set and empty Streamlit caches."""
+    """AppTest of ``app_pages/<page>.py`` run once with ``env`` set and empty Streamlit caches."""
     import streamlit as st
     from streamlit.testing.v1 import AppTest
     set_env(monkeypatch, env)

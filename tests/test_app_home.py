@@ -65,7 +65,7 @@ def _pick_app():
 
     import streamlit as st
 
-    from pages import common
+    from app_pages import common
     common.sidebar()
     st.button("use it", key="use", on_click=common.select_checkpoint, args=(os.environ["PICK"],))
 

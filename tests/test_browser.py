@@ -172,7 +172,7 @@ def test_every_page_in_chromium(server):
             _no_errors(page, title)
             _shot(page, shot, shots)
 
-        if (ROOT / "pages" / "dashboard.py").exists():
+        if (ROOT / "app_pages" / "dashboard.py").exists():
             try:
                 _goto(page, "Training dashboard")
             finally:
@@ -180,7 +180,7 @@ def test_every_page_in_chromium(server):
             _no_errors(page, "dashboard")
             _shot(page, "8_dashboard", shots)
 
-        if (ROOT / "pages" / "finetune.py").exists():
+        if (ROOT / "app_pages" / "finetune.py").exists():
             _goto(page, "Fine-tune")
             steps = page.locator("[data-testid='stSlider']", has_text="Steps").get_by_role("slider")
             steps.focus()

@@ -16,7 +16,7 @@ if str(ROOT) not in sys.path:  # standalone `streamlit run pages/dashboard.py`
 import pandas as pd  # noqa: E402
 import streamlit as st  # noqa: E402
 
-from pages import common  # noqa: E402
+from app_pages import common  # noqa: E402
 from xtask_core import figures, runlog  # noqa: E402
 
 MAX_DEFAULT = 4   # runs selected by default

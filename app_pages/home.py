@@ -8,7 +8,7 @@ if str(ROOT) not in sys.path:  # standalone `streamlit run pages/home.py`
 
 import streamlit as st  # noqa: E402
 
-from pages import common  # noqa: E402
+from app_pages import common  # noqa: E402
 
 st.title("Cross-task consistency explorer")
 state = common.sidebar()

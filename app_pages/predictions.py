@@ -9,7 +9,7 @@ if str(ROOT) not in sys.path:  # standalone `streamlit run pages/predictions.py`
 import pandas as pd  # noqa: E402
 import streamlit as st  # noqa: E402
 
-from pages import common  # noqa: E402
+from app_pages import common  # noqa: E402
 from xtask_core import explore  # noqa: E402
 
 st.title("Predictions")

@@ -16,7 +16,7 @@ if str(ROOT) not in sys.path:  # standalone `streamlit run pages/finetune.py`
 import pandas as pd  # noqa: E402
 import streamlit as st  # noqa: E402
 
-from pages import common  # noqa: E402
+from app_pages import common  # noqa: E402
 from xtask_core import figures, jobs, viz  # noqa: E402
 from xtask_core.config import DEPTH_LOSSES, TDEP_LOSSES, TSEG_LOSSES  # noqa: E402
 from xtask_core.errors import XTaskError  # noqa: E402

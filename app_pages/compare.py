@@ -10,7 +10,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import streamlit as st  # noqa: E402
 
-from pages import common  # noqa: E402
+from app_pages import common  # noqa: E402
 from xtask_core import explore, figures, viz  # noqa: E402
 
 st.title("Compare checkpoints")

@@ -2,14 +2,14 @@
 
 Every page starts with::
 
-    import common                       # pages/ is on sys.path: app.py and AppTest put it there
+    from app_pages import common        # the repo root is put on sys.path first (see any page)
     state = common.sidebar()            # checkpoint picker + model card + device line
     if state is None:                   # no checkpoint could be loaded: message already shown
         st.stop()
 
 ``sidebar()`` is idempotent within one script run (a second call returns the same state without
 drawing twice), so a page works both under ``app.py`` (st.navigation) and standalone
-(``streamlit run pages/x.py`` or ``AppTest.from_file("pages/x.py")``).
+(``streamlit run app_pages/x.py`` or ``AppTest.from_file("app_pages/x.py")``).
 
 Public helpers (stable; teammates' pages import them):
 
@@ -56,7 +56,7 @@ import numpy as np
 import streamlit as st
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-if str(REPO_ROOT) not in sys.path:  # standalone `streamlit run pages/x.py` from elsewhere
+if str(REPO_ROOT) not in sys.path:  # standalone `streamlit run app_pages/x.py` from elsewhere
     sys.path.insert(0, str(REPO_ROOT))
 
 from xtask_core import explore  # noqa: E402
