@@ -144,3 +144,102 @@ def test_consistency_energy():
 def test_logits_with_wrong_class_count_raise():
     with pytest.raises(XTaskError, match="classes"):
         SegDepthMetrics(3).update(torch.randn(1, 4, 2, 2), None, torch.zeros(1, 2, 2, dtype=torch.long), None)
+
+
+# ---------------------------------------------------------------- fast kernels == reference
+_KEYS = ("pixel_acc", "miou", "miou_per_image", "abs", "abs_rel", "rmse", "delta1", "delta2", "delta3")
+
+
+def _hard_batch(seed, n, c, h, w, ties=True):
+    """Random logits with exact ties (integer values), ignore/out-of-range targets, invalid depth,
+    zero/negative depth predictions and a mask."""
+    g = torch.Generator().manual_seed(seed)
+    logits = torch.randint(-2, 3, (n, c, h, w), generator=g).float() if ties else torch.randn(n, c, h, w, generator=g)
+    target = torch.randint(0, c, (n, h, w), generator=g)
+    r = torch.rand(n, h, w, generator=g)
+    target[r < 0.1] = 250
+    target[(r >= 0.1) & (r < 0.13)] = -1       # outside [0, C): ignored too
+    depth_t = torch.rand(n, 1, h, w, generator=g) * 2
+    depth_t[torch.rand(n, 1, h, w, generator=g) < 0.15] = 0.0
+    depth_p = depth_t * (1 + 0.4 * torch.randn(n, 1, h, w, generator=g))  # some ≤ 0 → clamped
+    mask = (torch.rand(n, 1, h, w, generator=g) > 0.1).float()
+    return logits, depth_p, target, depth_t, mask
+
+
+def _check_same(ours, ref):
+    for k in _KEYS:
+        assert ours[k] == pytest.approx(ref[k], rel=1e-12, nan_ok=True), k
+    assert ours["iou_per_class"] == pytest.approx(ref["iou_per_class"], rel=1e-12, nan_ok=True)
+
+
+@pytest.mark.parametrize("numpy_kernels", [True, False])
+@pytest.mark.parametrize("shape", [(3, 4, 8, 12), (2, 3, 260, 200)])  # many images per block; many blocks per image
+@pytest.mark.parametrize("ties", [True, False])
+def test_fast_kernels_equal_reference(monkeypatch, numpy_kernels, shape, ties):
+    monkeypatch.setattr(SegDepthMetrics, "use_numpy_on_cpu", numpy_kernels)
+    n, c, h, w = shape
+    logits, dp, tgt, dt, mask = _hard_batch(7, n, c, h, w, ties)
+    for m_ in (None, mask):
+        m = SegDepthMetrics(c, 250)
+        m.update(logits, dp, tgt, dt, m_)
+        ours = m.compute()
+        ref = reference_metrics_loop(logits, dp, tgt, dt, num_classes=c, ignore_index=250, depth_mask=m_)
+        _check_same(ours, ref)
+        pred = logits.max(1).indices  # confusion matrix by hand from torch's own arg-max
+        keep = (tgt >= 0) & (tgt < c)
+        by_hand = torch.bincount(tgt[keep] * c + pred[keep], minlength=c * c).view(c, c)
+        assert ours["confusion"] == by_hand.tolist()
+
+
+def test_half_logits_labels_and_ignore_inside_range():
+    logits, dp, tgt, dt, _ = _hard_batch(3, 2, 5, 6, 7)
+    tgt[tgt == 250] = 0  # ignore_index 0 lies inside [0, C): its pixels must still be skipped
+    m = SegDepthMetrics(5, ignore_index=0)
+    m.update(logits.half(), dp.half(), tgt, dt)
+    ref = reference_metrics_loop(logits.half().float(), dp.half().float(), tgt, dt, 5, ignore_index=0)
+    _check_same(m.compute(), ref)
+    m2 = SegDepthMetrics(5, ignore_index=0)
+    m2.update(logits.half().max(1).indices, None, tgt, None)  # labels in, same confusion
+    assert m2.compute()["confusion"] == m.compute()["confusion"]
+
+
+def test_nan_logits_fall_back_to_torch_argmax():
+    logits = torch.randn(1, 3, 2, 2)
+    logits[0, 1, 0, 0] = float("nan")
+    tgt = torch.tensor([[[1, 0], [2, 1]]])
+    m = SegDepthMetrics(3)
+    m.update(logits, None, tgt, None)
+    pred = logits.max(1).indices[0]  # torch's NaN rule (NaN wins)
+    assert m.compute()["n_pixels"] == 4
+    assert m.compute()["pixel_acc"] == pytest.approx(float((pred == tgt[0]).float().mean()))
+
+
+def test_delta_thresholds_decided_exactly_at_the_boundary():
+    # ratios exactly at, one float32 step below and above each threshold; float32 rounding
+    # alone would misplace some of these, the float64 re-check must match the reference
+    t = torch.ones(1, 1, 1, 12)
+    vals = []
+    for thr in (1.25, 1.5625, 1.953125):
+        x = torch.tensor(thr)
+        vals += [thr, float(torch.nextafter(x, torch.tensor(0.0))), float(torch.nextafter(x, torch.tensor(9.0))),
+                 1.0 / thr]
+    p = torch.tensor(vals).view(1, 1, 1, 12)
+    m = SegDepthMetrics(2)
+    m.update(None, p, None, t)
+    ref = reference_metrics_loop(torch.zeros(1, 2, 1, 12), p, torch.zeros(1, 1, 12, dtype=torch.long), t, 2)
+    out = m.compute()
+    for k in ("delta1", "delta2", "delta3", "abs", "abs_rel", "rmse"):
+        assert out[k] == ref[k], k
+
+
+def test_non_finite_depth_takes_the_exact_path():
+    p = torch.tensor([[[[1.0, float("nan"), 2.0, 3.0]]]])
+    t = torch.tensor([[[[1.0, 0.0, 2.5, 3.0]]]])  # the NaN sits on an invalid pixel: ignored
+    m = SegDepthMetrics(2)
+    m.update(None, p, None, t)
+    out = m.compute()
+    assert out["n_depth_pixels"] == 3 and out["abs"] == pytest.approx(0.5 / 3)
+    p[0, 0, 0, 0] = float("inf")  # on a valid pixel: the error sums become non-finite, as in the reference
+    m.reset()
+    m.update(None, p, None, t)
+    assert not math.isfinite(m.compute()["abs"])

@@ -190,7 +190,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-b", "--batch_size", type=_positive_int, default=8)
     p.add_argument("--height", type=int, default=None, help="default: the checkpoint's input size")
     p.add_argument("--width", type=int, default=None)
-    p.add_argument("-j", "--workers", type=_nonneg_int, default=0)
+    p.add_argument("-j", "--workers", type=_nonneg_int, default=None,
+                   help="decoding processes (default: one per spare core, 0 = in-process)")
+    p.add_argument("--exact", action="store_true",
+                   help="run the model itself, eager fp32 (the reference path) instead of the fast "
+                        "path (BN folded, traced graph, --precision)")
     _add_device_flags(p, "fp32")
     p.set_defaults(func=cmd_eval)
 
@@ -349,12 +353,17 @@ def _device(args):
 def evaluate_checkpoint(checkpoint: str, *, dataset: str | None = None, input_path: str | None = None,
                         split: str = "val", limit: int = 0, direct_only: bool = False,
                         batch_size: int = 8, height: int | None = None, width: int | None = None,
-                        workers: int = 0, device=None, precision: str = "fp32") -> dict[str, Any]:
-    """Evaluate ``checkpoint`` on a dataset split → JSON-ready dict (see ``xtask eval --help``)."""
+                        workers: int | None = None, device=None, precision: str = "fp32",
+                        exact: bool = False) -> dict[str, Any]:
+    """Evaluate ``checkpoint`` on a dataset split → JSON-ready dict (see ``xtask eval --help``).
+
+    Runs :func:`xtask_core.evaluation.evaluate_split`: the fast path at ``precision`` by default,
+    the model itself in eager fp32 with ``exact=True``.
+    """
     from .checkpoint import load_checkpoint
+    from .evaluation import evaluate_split
     from .losses import XTaskLoss
-    from .precision import resolve_precision
-    from .train import _loader, evaluate, make_split
+    from .train import make_split
 
     loaded = load_checkpoint(checkpoint, device=device)
     dev = next(loaded.model.parameters()).device
@@ -378,13 +387,13 @@ def evaluate_checkpoint(checkpoint: str, *, dataset: str | None = None, input_pa
                                   height=height or mcfg.height, width=width or mcfg.width,
                                   ignore_index=ignore_index)
     ds = make_split(cfg, split, augment=False, limit=limit)
-    loader = _loader(ds, batch_size, shuffle=False, workers=workers, device=dev)
-    prec = resolve_precision(dev, precision)
     loss_fn = XTaskLoss(mcfg.num_classes, ignore_index=ignore_index, **loss_opts).to(dev)
     t0 = time.time()
-    res = evaluate(loaded.model, loader, num_classes=mcfg.num_classes, ignore_index=ignore_index,
-                   device=dev, loss_fn=loss_fn, precision=prec, direct_only=direct_only)
+    res = evaluate_split(loaded, ds, batch_size=batch_size, fast=not exact, precision=precision,
+                         direct_only=direct_only, workers=workers, loss_fn=loss_fn, device=dev,
+                         ignore_index=ignore_index)
     seconds = time.time() - t0
+    prec = res["precision"]
     names = list(meta.get("class_names") or [f"class {i}" for i in range(mcfg.num_classes)])
     ious = list(res.get("iou_per_class") or [])
     out: dict[str, Any] = {
@@ -392,6 +401,7 @@ def evaluate_checkpoint(checkpoint: str, *, dataset: str | None = None, input_pa
         "input_path": str(input_path), "split": split, "n_images": res["n_images"],
         "num_classes": mcfg.num_classes, "input_size": [cfg.height, cfg.width],
         "direct_only": direct_only, "precision": prec, "device": str(dev), "seconds": seconds,
+        "exact": exact, "model_path": res["eval_path"],
         "miou": res.get("miou"), "miou_per_image": res.get("miou_per_image"),
         "pixel_acc": res.get("pixel_acc"),
     }
@@ -421,7 +431,8 @@ def cmd_eval(args) -> int:
     res = evaluate_checkpoint(args.checkpoint, dataset=args.dataset, input_path=args.input_path,
                               split=args.split, limit=args.limit, direct_only=args.direct_only,
                               batch_size=args.batch_size, height=args.height, width=args.width,
-                              workers=args.workers, device=_device(args), precision=args.precision)
+                              workers=args.workers, device=_device(args), precision=args.precision,
+                              exact=args.exact)
     _out(f"{res['checkpoint']} on {res['dataset']} {res['split']} ({res['n_images']} images, "
          f"{res['input_size'][0]}x{res['input_size'][1]}, {res['precision']})")
     rows = [("mIoU (dataset-level)", res["miou"]), ("mIoU (per-image, original)", res["miou_per_image"]),
