@@ -234,7 +234,8 @@ def _trained_checkpoint_checks() -> dict | None:
     from .inference import Predictor
 
     root = Path(__file__).resolve().parents[1] / "checkpoints"
-    found = sorted(root.glob("*.safetensors")) if root.is_dir() else []
+    # shipped checkpoints are either files or run folders holding best.safetensors
+    found = sorted([*root.glob("*.safetensors"), *root.glob("*/best.safetensors")]) if root.is_dir() else []
     if not found:
         return None
     from .checkpoint import load_checkpoint
@@ -244,7 +245,7 @@ def _trained_checkpoint_checks() -> dict | None:
     with torch.no_grad():
         ref = loaded.model(x)
     checks = _output_checks(Predictor(loaded).forward(x), ref)
-    checks["checkpoint"] = found[0].name
+    checks["checkpoint"] = str(found[0].relative_to(root))
     return checks
 
 
