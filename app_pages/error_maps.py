@@ -3,7 +3,7 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:  # standalone `streamlit run pages/error_maps.py`
+if str(ROOT) not in sys.path:  # standalone `streamlit run app_pages/error_maps.py`
     sys.path.insert(0, str(ROOT))
 
 import pandas as pd  # noqa: E402

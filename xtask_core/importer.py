@@ -32,6 +32,7 @@ from typing import Any
 import numpy as np
 
 from .errors import XTaskError
+from .runlog import split_top_level
 
 # original parameter names → TrainConfig fields
 _PARAM_TO_TRAIN = {"enc": "enc_layers", "numclasses": "num_classes", "num_classes": "num_classes",
@@ -65,23 +66,6 @@ def _value(text: str) -> Any:
     return text
 
 
-def _split_top(text: str) -> list[str]:
-    """Split on commas that are not inside parentheses or brackets."""
-    out, depth, cur = [], 0, []
-    for ch in text:
-        if ch in "([":
-            depth += 1
-        elif ch in ")]":
-            depth = max(depth - 1, 0)
-        if ch == "," and depth == 0:
-            out.append("".join(cur))
-            cur = []
-        else:
-            cur.append(ch)
-    out.append("".join(cur))
-    return [p.strip() for p in out if p.strip()]
-
-
 def _key(text: str) -> str:
     key = text.strip().lower().replace("# of classes", "num_classes")
     key = re.sub(r"[^a-z0-9]+", "_", key).strip("_")
@@ -105,7 +89,7 @@ def parse_key_values(text: str) -> dict[str, Any]:
         epochs = re.search(r"train for (\d+) epochs", line)
         if epochs:
             found["epochs"] = int(epochs.group(1))
-        for part in _split_top(line):
+        for part in split_top_level(line):
             m = re.match(r"\s*([^:=()]+?)\s*[:=]\s*(.*)$", part)
             if not m:
                 continue

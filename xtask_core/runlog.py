@@ -472,7 +472,7 @@ _SCORE_NAMES = {"pix acc": "pixel_acc", "pixel acc": "pixel_acc", "miou": "miou"
                 "sqrt rel": "sqrt_rel", "delta1": "delta1", "delta2": "delta2", "delta3": "delta3"}
 
 
-def _split_top_level(s: str) -> list[str]:
+def split_top_level(s: str) -> list[str]:
     """Split on commas that are not inside parentheses/brackets: 'beta=(0.9, 0.99), lp=L1'."""
     parts, depth, cur = [], 0, []
     for ch in s:
@@ -547,7 +547,7 @@ def parse_results_text(text: str) -> dict[str | None, dict[str, dict]]:
         block = blocks.setdefault(current, {"params": {}, "scores": {}})
         is_score = bool(re.search(r"pix(el)?\s*acc|miou|^scores\b", line, re.IGNORECASE))
         body = re.sub(r"^scores\s*-\s*", "", line, flags=re.IGNORECASE)
-        for part in _split_top_level(body):
+        for part in split_top_level(body):
             sep = _top_level_sep(part)
             if sep is None:
                 continue
