@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import datetime as _dt
 import hashlib
-import io
 import json
 import os
 import re
@@ -357,24 +356,15 @@ def log_tail(run_dir: str | os.PathLike, lines: int = 20) -> list[str]:
 
 
 def read_metrics(run_dir: str | os.PathLike) -> pd.DataFrame:
-    """``RUN_DIR/metrics.csv`` as a DataFrame; empty when missing or not parseable yet.
+    """``RUN_DIR/metrics.csv`` as a DataFrame (epoch/step as columns); empty when missing or not
+    parseable yet. The trainer appends rows while we read: ``runlog.read_metrics_csv`` drops a
+    torn last line instead of reading it as a row of cut-off numbers."""
+    from .runlog import read_metrics_csv
 
-    The trainer appends rows while we read, so a torn last line is skipped, not an error.
-    """
     path = Path(run_dir) / METRICS_FILE
-    try:
-        raw = path.read_bytes()
-    except OSError:
+    if not path.is_file():
         return pd.DataFrame()
-    # A line without its newline is still being written (or was torn by a kill): pandas would
-    # read it as a row of cut-off numbers and NaNs, so keep only complete lines.
-    raw = raw[: raw.rfind(b"\n") + 1]
-    if not raw.strip():
-        return pd.DataFrame()
-    try:
-        return pd.read_csv(io.BytesIO(raw), on_bad_lines="skip")
-    except (OSError, ValueError, pd.errors.ParserError):
-        return pd.DataFrame()
+    return read_metrics_csv(path, index=False)[0]
 
 
 # ----------------------------------------------------------------------------- locks

@@ -296,7 +296,7 @@ def _parse_csv_text(text: str) -> tuple[list[str], list[dict], list[str], bool]:
     return header, rows, errors, partial
 
 
-def _numeric_frame(header: list[str], rows: list[dict]) -> pd.DataFrame:
+def _numeric_frame(header: list[str], rows: list[dict], index: bool = True) -> pd.DataFrame:
     df = pd.DataFrame(rows, columns=header)
     for c in df.columns:
         # A column is numeric when every non-empty cell parses ('nan'/'inf' included);
@@ -306,7 +306,7 @@ def _numeric_frame(header: list[str], rows: list[dict]) -> pd.DataFrame:
                              dtype=np.float64)
         except ValueError:
             pass
-    return _set_index(df)
+    return _set_index(df) if index else df
 
 
 def _set_index(df: pd.DataFrame) -> pd.DataFrame:
@@ -324,16 +324,32 @@ def _set_index(df: pd.DataFrame) -> pd.DataFrame:
     return df
 
 
-def read_metrics_csv(path: str | os.PathLike) -> tuple[pd.DataFrame, list[str]]:
-    """Read a metrics.csv tolerantly → (DataFrame, errors). Never raises on bad content."""
-    path = Path(path)
+def _read_capped(path: Path, limit: int, too_large: str = "too large ({size} bytes), not read"
+                 ) -> tuple[bytes | None, list[str]]:
+    """Read ``path`` whole unless it is over ``limit`` bytes → (bytes or None, one-line errors).
+
+    Every log reader goes through here, so an oversized or unreadable file becomes that
+    source's error instead of an exception (or a multi-GB read).
+    """
     try:
         size = path.stat().st_size
-        if size > MAX_TEXT_BYTES:
-            return pd.DataFrame(), [f"{path.name}: too large ({size} bytes), not read"]
-        raw = path.read_bytes()
+        if size > limit:
+            return None, [f"{path.name}: {too_large.format(size=size)}"]
+        return path.read_bytes(), []
     except OSError as err:
-        return pd.DataFrame(), [f"{path.name}: cannot read ({err.strerror or err})"]
+        return None, [f"{path.name}: cannot read ({err.strerror or err})"]
+
+
+def read_metrics_csv(path: str | os.PathLike, index: bool = True) -> tuple[pd.DataFrame, list[str]]:
+    """Read a metrics.csv tolerantly → (DataFrame, errors). Never raises on bad content.
+
+    A torn last line (a run still writing) is dropped, malformed rows are skipped and reported.
+    ``index=True`` indexes by epoch/step (see ``_set_index``); ``index=False`` keeps them as columns.
+    """
+    path = Path(path)
+    raw, errors = _read_capped(path, MAX_TEXT_BYTES)
+    if raw is None:
+        return pd.DataFrame(), errors
     if not raw.strip():
         return pd.DataFrame(), [f"{path.name}: empty file"]
     if b"\x00" in raw:
@@ -344,19 +360,17 @@ def read_metrics_csv(path: str | os.PathLike) -> tuple[pd.DataFrame, list[str]]:
         return pd.DataFrame(), [f"{path.name}: malformed CSV ({err})"]
     if not header:
         return pd.DataFrame(), errors or [f"{path.name}: no header line"]
-    return _numeric_frame(header, rows), errors
+    return _numeric_frame(header, rows, index=index), errors
 
 
 def _read_json(path: Path) -> tuple[dict, list[str]]:
+    raw, errors = _read_capped(path, MAX_TEXT_BYTES)
+    if raw is None:
+        return {}, errors
     try:
-        size = path.stat().st_size
-        if size > MAX_TEXT_BYTES:
-            return {}, [f"{path.name}: too large ({size} bytes), not read"]
-        text = path.read_text("utf-8")
+        text = raw.decode("utf-8")
     except UnicodeDecodeError:
         return {}, [f"{path.name}: not UTF-8 text"]
-    except OSError as err:
-        return {}, [f"{path.name}: cannot read ({err.strerror or err})"]
     if not text.strip():
         return {}, [f"{path.name}: empty file"]
     try:
@@ -406,13 +420,9 @@ def read_event_file(path: str | os.PathLike) -> tuple[list[tuple[str, int, float
 
     path = Path(path)
     out: list[tuple[str, int, float, float]] = []
-    try:
-        size = path.stat().st_size
-        if size > MAX_EVENT_BYTES:
-            return out, [f"{path.name}: event file too large ({size} bytes), skipped"]
-        data = path.read_bytes()
-    except OSError as err:
-        return out, [f"{path.name}: cannot read ({err.strerror or err})"]
+    data, errors = _read_capped(path, MAX_EVENT_BYTES, "event file too large ({size} bytes), skipped")
+    if data is None:
+        return out, errors
     if not data:
         return out, []   # a writer that has just been created: nothing yet
     pos, n_records = 0, 0
@@ -569,13 +579,9 @@ def parse_results_text(text: str) -> dict[str | None, dict[str, dict]]:
 
 
 def _read_text(path: Path) -> tuple[str | None, list[str]]:
-    try:
-        size = path.stat().st_size
-        if size > MAX_TEXT_BYTES:
-            return None, [f"{path.name}: too large ({size} bytes), not read"]
-        raw = path.read_bytes()
-    except OSError as err:
-        return None, [f"{path.name}: cannot read ({err.strerror or err})"]
+    raw, errors = _read_capped(path, MAX_TEXT_BYTES)
+    if raw is None:
+        return None, errors
     if b"\x00" in raw:
         return None, [f"{path.name}: binary data, not a text file"]
     return raw.decode("utf-8", "replace"), []
