@@ -172,11 +172,15 @@ def _check_same(ours, ref):
     assert ours["iou_per_class"] == pytest.approx(ref["iou_per_class"], rel=1e-12, nan_ok=True)
 
 
-@pytest.mark.parametrize("numpy_kernels", [True, False])
-@pytest.mark.parametrize("shape", [(3, 4, 8, 12), (2, 3, 260, 200)])  # many images per block; many blocks per image
+BACKENDS = ["compiled", "numpy", "torch"]
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("shape", [(3, 4, 8, 12), (2, 3, 260, 200), (5, 19, 96, 160)])
 @pytest.mark.parametrize("ties", [True, False])
-def test_fast_kernels_equal_reference(monkeypatch, numpy_kernels, shape, ties):
-    monkeypatch.setattr(SegDepthMetrics, "use_numpy_on_cpu", numpy_kernels)
+def test_fast_kernels_equal_reference(monkeypatch, backend, shape, ties):
+    # small images (many per block), blocks straddling images, and several threads' shares
+    monkeypatch.setattr(SegDepthMetrics, "cpu_backend", backend)
     n, c, h, w = shape
     logits, dp, tgt, dt, mask = _hard_batch(7, n, c, h, w, ties)
     for m_ in (None, mask):
@@ -191,7 +195,9 @@ def test_fast_kernels_equal_reference(monkeypatch, numpy_kernels, shape, ties):
         assert ours["confusion"] == by_hand.tolist()
 
 
-def test_half_logits_labels_and_ignore_inside_range():
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_half_logits_labels_and_ignore_inside_range(monkeypatch, backend):
+    monkeypatch.setattr(SegDepthMetrics, "cpu_backend", backend)
     logits, dp, tgt, dt, _ = _hard_batch(3, 2, 5, 6, 7)
     tgt[tgt == 250] = 0  # ignore_index 0 lies inside [0, C): its pixels must still be skipped
     m = SegDepthMetrics(5, ignore_index=0)
@@ -203,7 +209,9 @@ def test_half_logits_labels_and_ignore_inside_range():
     assert m2.compute()["confusion"] == m.compute()["confusion"]
 
 
-def test_nan_logits_fall_back_to_torch_argmax():
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_nan_logits_fall_back_to_torch_argmax(monkeypatch, backend):
+    monkeypatch.setattr(SegDepthMetrics, "cpu_backend", backend)
     logits = torch.randn(1, 3, 2, 2)
     logits[0, 1, 0, 0] = float("nan")
     tgt = torch.tensor([[[1, 0], [2, 1]]])
@@ -214,7 +222,9 @@ def test_nan_logits_fall_back_to_torch_argmax():
     assert m.compute()["pixel_acc"] == pytest.approx(float((pred == tgt[0]).float().mean()))
 
 
-def test_delta_thresholds_decided_exactly_at_the_boundary():
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_delta_thresholds_decided_exactly_at_the_boundary(monkeypatch, backend):
+    monkeypatch.setattr(SegDepthMetrics, "cpu_backend", backend)
     # ratios exactly at, one float32 step below and above each threshold; float32 rounding
     # alone would misplace some of these, the float64 re-check must match the reference
     t = torch.ones(1, 1, 1, 12)
@@ -232,7 +242,9 @@ def test_delta_thresholds_decided_exactly_at_the_boundary():
         assert out[k] == ref[k], k
 
 
-def test_non_finite_depth_takes_the_exact_path():
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_non_finite_depth_takes_the_exact_path(monkeypatch, backend):
+    monkeypatch.setattr(SegDepthMetrics, "cpu_backend", backend)
     p = torch.tensor([[[[1.0, float("nan"), 2.0, 3.0]]]])
     t = torch.tensor([[[[1.0, 0.0, 2.5, 3.0]]]])  # the NaN sits on an invalid pixel: ignored
     m = SegDepthMetrics(2)
@@ -243,3 +255,66 @@ def test_non_finite_depth_takes_the_exact_path():
     m.reset()
     m.update(None, p, None, t)
     assert not math.isfinite(m.compute()["abs"])
+
+
+# ---------------------------------------------------------------- compiled kernels: threads, fallback
+def test_compiled_kernels_split_over_threads_give_the_same_counts(monkeypatch):
+    from xtask_core import kernels
+
+    assert kernels.available(), kernels.unavailable_reason()  # numba is a requirement
+    logits, dp, tgt, dt, mask = _hard_batch(11, 3, 7, 50, 70)
+    ref = reference_metrics_loop(logits, dp, tgt, dt, num_classes=7, ignore_index=250, depth_mask=mask)
+    monkeypatch.setattr(SegDepthMetrics, "cpu_backend", "compiled")
+    results = []
+    for n_threads in (1, 3):  # 3 shares whose borders fall inside images and inside blocks
+        monkeypatch.setattr(kernels, "threads", lambda n=n_threads: n)
+        monkeypatch.setattr(kernels, "MIN_PIXELS_PER_THREAD", 1)
+        m = SegDepthMetrics(7, 250)
+        m.update(logits, dp, tgt, dt, mask)
+        m.update(logits.max(1).indices, None, tgt, None)  # the label kernel too
+        results.append(m.compute())
+        _check_same(results[-1], ref)  # the same images twice: every ratio unchanged
+    assert results[0]["confusion"] == results[1]["confusion"]
+    assert results[0]["n_depth_pixels"] == results[1]["n_depth_pixels"]
+
+
+def test_compiled_kernels_are_safe_from_several_threads():
+    import threading
+
+    logits, dp, tgt, dt, _ = _hard_batch(5, 2, 6, 64, 64)
+    expected = SegDepthMetrics(6, 250)
+    expected.update(logits, dp, tgt, dt)
+    want = expected.compute()
+    got, errors = [], []
+
+    def work():
+        try:
+            for _ in range(20):
+                m = SegDepthMetrics(6, 250)
+                m.update(logits, dp, tgt, dt)
+                got.append(m.compute())
+        except Exception as err:  # noqa: BLE001
+            errors.append(err)
+
+    ts = [threading.Thread(target=work) for _ in range(4)]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join()
+    assert not errors and len(got) == 80
+    assert all(g["confusion"] == want["confusion"] and g["abs"] == want["abs"] for g in got)
+
+
+def test_without_numba_the_numpy_kernels_take_over(monkeypatch):
+    from xtask_core import kernels
+
+    monkeypatch.setattr(kernels, "_state", {"error": "ModuleNotFoundError: No module named 'numba'"})
+    assert not kernels.available() and "numba" in kernels.unavailable_reason()
+    logits, dp, tgt, dt, _ = _hard_batch(2, 2, 4, 10, 12)
+    m = SegDepthMetrics(4, 250)
+    assert m._cpu_backend(logits) == "numpy"
+    m.update(logits, dp, tgt, dt)
+    _check_same(m.compute(), reference_metrics_loop(logits, dp, tgt, dt, 4, 250))
+    monkeypatch.setattr(SegDepthMetrics, "cpu_backend", "compiled")
+    with pytest.raises(XTaskError, match="compiled metric kernels unavailable"):
+        SegDepthMetrics(4, 250).update(logits, None, tgt, None)

@@ -4,10 +4,12 @@
 matrix built with ``torch.bincount`` (rows = target class, columns = predicted class, non-ignored
 pixels only); the same bincount, offset by the image index, gives each image's matrix for the
 original's per-image mIoU. All sums are accumulated in float64 / int64, so results do not depend on
-how the data is split into batches. CPU tensors go through numpy kernels (a blocked arg-max, no
-boolean-mask indexing, reused scratch buffers), other devices through torch kernels that stay on
-the device; both reproduce :func:`reference_metrics_loop` to rounding (≤ 1e-12 relative, δ counts
-exactly).
+how the data is split into batches. CPU tensors go through compiled kernels
+(:mod:`xtask_core.kernels`: one fused arg-max + count pass over the logits, one pass over the
+depth maps, on every core), or numpy kernels when numba is missing (a blocked arg-max, no
+boolean-mask indexing, reused scratch buffers); other devices through torch kernels that stay on
+the device. All three reproduce :func:`reference_metrics_loop` to rounding (≤ 1e-12 relative,
+confusion matrices and δ counts exactly).
 
 Two mIoU values, labelled:
 
@@ -297,8 +299,9 @@ class SegDepthMetrics:
         seg_target: N×H×W int64 labels. depth_target: N×1×H×W or N×H×W (0 = invalid).
         depth_mask: optional N×1×H×W / N×H×W, nonzero = valid.
 
-    CPU tensors go through numpy kernels, other devices through torch kernels that stay on the
-    device (no host sync per batch); both give the reference's results.
+    CPU tensors go through the compiled kernels (numpy ones without numba), other devices
+    through torch kernels that stay on the device (no host sync per batch); all give the
+    reference's results (``cpu_backend`` pins one).
 
     ``compute()`` → dict of Python numbers (NaN where nothing was seen):
         ``pixel_acc, miou, miou_per_image`` (fractions in [0, 1]), ``iou_per_class`` (list of C
@@ -309,8 +312,9 @@ class SegDepthMetrics:
         ``n_pixels`` (labelled pixels counted), ``n_depth_pixels``, ``n_images``.
     """
 
-    #: route CPU tensors through the numpy kernels (tests turn this off to check the torch ones)
-    use_numpy_on_cpu = True
+    #: kernels for CPU tensors: "auto" (compiled when numba is there, else numpy), "compiled",
+    #: "numpy" or "torch" (tests pin each one to check it against the reference)
+    cpu_backend = "auto"
 
     def __init__(self, num_classes: int, ignore_index: int = 250):
         if num_classes < 2:
@@ -336,24 +340,46 @@ class SegDepthMetrics:
                 raise XTaskError("depth_target is required when a depth prediction is given")
             self._update_depth(depth_pred, depth_target, depth_mask)
 
-    def _numpy_path(self, t: Tensor) -> bool:
-        return self.use_numpy_on_cpu and t.device.type == "cpu"
+    def _cpu_backend(self, t: Tensor) -> str:
+        """"compiled", "numpy" or "torch": which kernels handle this tensor."""
+        if t.device.type != "cpu" or self.cpu_backend == "torch":
+            return "torch"
+        if self.cpu_backend in ("auto", "compiled"):
+            from . import kernels
+
+            if kernels.available():
+                return "compiled"
+            if self.cpu_backend == "compiled":
+                raise XTaskError(f"compiled metric kernels unavailable: {kernels.unavailable_reason()}")
+        return "numpy"
 
     def _update_seg(self, seg: Tensor, seg_target: Tensor) -> None:
         C = self.num_classes
         target = _nhw(seg_target, "seg target")
-        if self._numpy_path(seg):
-            pred = None
-            if _is_logits(seg, C) and C <= 255 and seg.dtype in (torch.float32, torch.float16, torch.bfloat16):
-                # float16/bfloat16 → float32 is exact, so the arg-max is unchanged
-                pred = _argmax_np(_cpu_numpy(seg.float()).reshape(seg.shape[0], C, -1))
-            if pred is None:  # labels, float64 logits, NaN logits, > 255 classes
-                pred = _cpu_numpy(_seg_labels(seg, C)).reshape(seg.shape[0], -1)
+        backend = self._cpu_backend(seg)
+        if backend != "torch":
             if tuple(seg.shape[-2:]) != tuple(target.shape[-2:]) or seg.shape[0] != target.shape[0]:
                 raise XTaskError(f"prediction {(seg.shape[0], *seg.shape[-2:])} and target "
                                  f"{tuple(target.shape)} differ in shape")
             t = _cpu_numpy(target.cpu().long()).reshape(target.shape[0], -1)
-            per_image = _seg_counts_np(pred, t, C, self.ignore_index)
+            float_logits = _is_logits(seg, C) and seg.dtype in (torch.float32, torch.float16, torch.bfloat16)
+            per_image = None
+            if backend == "compiled":
+                from . import kernels
+
+                if float_logits:  # float16/bfloat16 → float32 is exact, so the arg-max is unchanged
+                    per_image = kernels.seg_counts(_cpu_numpy(seg.float()).reshape(seg.shape[0], C, -1), t,
+                                                   C, self.ignore_index)
+                if per_image is None:  # labels, float64 or NaN logits: torch's arg-max, compiled count
+                    pred = _cpu_numpy(_seg_labels(seg, C)).reshape(seg.shape[0], -1)
+                    per_image = kernels.seg_counts_labels(pred, t, C, self.ignore_index)
+            else:
+                pred = None
+                if float_logits and C <= 255:
+                    pred = _argmax_np(_cpu_numpy(seg.float()).reshape(seg.shape[0], C, -1))
+                if pred is None:  # labels, float64 logits, NaN logits, > 255 classes
+                    pred = _cpu_numpy(_seg_labels(seg, C)).reshape(seg.shape[0], -1)
+                per_image = _seg_counts_np(pred, t, C, self.ignore_index)
             conf = torch.from_numpy(per_image.sum(0))
             miou_sum, counted = _image_miou_np(per_image)
         else:
@@ -376,7 +402,16 @@ class SegDepthMetrics:
         m = None if depth_mask is None else _nhw(depth_mask, "depth_mask").to(p.device)
         if m is not None and m.shape != p.shape:
             raise XTaskError(f"depth_mask {tuple(m.shape)} and depth prediction {tuple(p.shape)} differ in shape")
-        if self._numpy_path(p):
+        backend = self._cpu_backend(p)
+        if backend == "compiled":
+            from . import kernels
+
+            def flat64(x: Tensor) -> np.ndarray:  # one float dtype for the kernel: float32, or float64 if any is
+                wide = torch.float64 if torch.float64 in (p.dtype, t.dtype) else torch.float32
+                return _cpu_numpy(x.to(wide)).reshape(-1)
+            sums = torch.tensor(kernels.depth_sums(flat64(p), flat64(t), None if m is None else flat64(m)),
+                                dtype=torch.float64)
+        elif backend == "numpy":
             def flat(x: Tensor) -> np.ndarray:
                 if x.dtype in (torch.float16, torch.bfloat16, torch.bool):
                     x = x.float()  # exact; numpy has no bfloat16
@@ -392,24 +427,24 @@ class SegDepthMetrics:
         nan = float("nan")
         C = self.num_classes
         out: dict[str, Any] = {}
-        if self._conf is None:
-            conf = torch.zeros(C, C, dtype=torch.int64)
-        else:
-            conf = self._conf.cpu()
-        c = conf.double()
-        total = c.sum()
+        # numpy on the host: a C×C matrix is far too small for torch's per-op overhead
+        conf = np.zeros((C, C), np.int64) if self._conf is None else self._conf.cpu().numpy()
+        c = conf.astype(np.float64)
+        total = float(c.sum())
         tp = c.diagonal()
         union = c.sum(0) + c.sum(1) - tp
-        iou = torch.where(union > 0, tp / union.clamp_min(1), torch.full_like(tp, nan))
+        seen = union > 0
+        iou = np.full(C, nan)
+        np.divide(tp, union, out=iou, where=seen)
         out["pixel_acc"] = float(tp.sum() / total) if total > 0 else nan
-        out["miou"] = float(iou[union > 0].mean()) if bool((union > 0).any()) else nan
+        out["miou"] = float(iou[seen].mean()) if seen.any() else nan
         n_img = int(self._img_iou[1])
         out["miou_per_image"] = float(self._img_iou[0]) / n_img if n_img else nan
-        out["iou_per_class"] = [float(v) for v in iou]
+        out["iou_per_class"] = iou.tolist()
         if self._depth is None:
             d = dict.fromkeys(_DEPTH_KEYS, 0.0)
         else:
-            d = dict(zip(_DEPTH_KEYS, (float(v) for v in self._depth.cpu())))
+            d = dict(zip(_DEPTH_KEYS, self._depth.cpu().tolist()))
         n = d["n"]
         out["abs"] = d["abs"] / n if n else nan
         out["abs_rel"] = d["abs_rel"] / n if n else nan
