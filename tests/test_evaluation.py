@@ -117,5 +117,30 @@ def test_cache_skips_decoding_and_workers_give_the_same_result(model, val_set):
     assert ds.calls == 5  # nothing decoded again
     assert seen == [(4, 5), (5, 5)]
     assert second["confusion"] == first["confusion"] and second["abs"] == first["abs"]
-    third = evaluate_split(pred, val_set, workers=1)  # decoding in a worker process
-    assert third["confusion"] == first["confusion"] and third["abs"] == first["abs"]
+    for workers in (1, 3):  # decoding threads running ahead, in order, filling a cache as they go
+        cache2: dict = {}
+        third = evaluate_split(pred, Counting(val_set), workers=workers, batch_size=2, cache=cache2)
+        assert third["confusion"] == first["confusion"] and third["abs"] == first["abs"]
+        assert sorted(cache2) == [0, 1, 2, 3, 4]
+        assert all(torch.equal(cache2[i]["image"], cache[i]["image"]) for i in range(5))
+
+
+class FailsAt(torch.utils.data.Dataset):
+    """Wraps a dataset; item ``bad`` raises the error a corrupt file gives."""
+
+    def __init__(self, base, bad):
+        self.base, self.bad, self.ignore_index = base, bad, getattr(base, "ignore_index", 250)
+
+    def __len__(self):
+        return len(self.base)
+
+    def __getitem__(self, i):
+        if i == self.bad:
+            raise XTaskError(f"item {i}: cannot decode image 'broken.png'")
+        return self.base[i]
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_a_decoding_error_reaches_the_caller(model, val_set, workers):
+    with pytest.raises(XTaskError, match="item 3: cannot decode"):
+        evaluate_split(model, FailsAt(val_set, 3), batch_size=2, workers=workers, precision="fp32")

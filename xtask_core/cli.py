@@ -191,7 +191,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--height", type=int, default=None, help="default: the checkpoint's input size")
     p.add_argument("--width", type=int, default=None)
     p.add_argument("-j", "--workers", type=_nonneg_int, default=None,
-                   help="decoding processes (default: one per spare core, 0 = in-process)")
+                   help="decoding threads running ahead of the model (default: 1, 0 = none)")
     p.add_argument("--exact", action="store_true",
                    help="run the model itself, eager fp32 (the reference path) instead of the fast "
                         "path (BN folded, traced graph, --precision)")
