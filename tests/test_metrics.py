@@ -318,3 +318,28 @@ def test_without_numba_the_numpy_kernels_take_over(monkeypatch):
     monkeypatch.setattr(SegDepthMetrics, "cpu_backend", "compiled")
     with pytest.raises(XTaskError, match="compiled metric kernels unavailable"):
         SegDepthMetrics(4, 250).update(logits, None, tgt, None)
+
+
+def test_compiled_argmax_matches_torch_on_float_edge_cases():
+    # the kernel compares float bits as integer keys: signed zeros, denormals, infinities and
+    # exact ties must order as torch.argmax orders them (first maximum wins)
+    import numpy as np
+
+    from xtask_core import kernels
+
+    tiny = float(np.nextafter(np.float32(0), np.float32(1)))
+    cols = [[-0.0, 0.0], [0.0, -0.0], [1.0, 1.0], [-np.inf, -np.inf], [-np.inf, -1e30], [np.inf, np.inf],
+            [-2.0, -1.0, -1.0], [-1.0, -2.0], [tiny, 0.0], [-tiny, -0.0], [-0.0, -tiny], [3.0, -np.inf, np.inf],
+            [-3e38, -3.4e38], [5.0, 5.0, 5.0]]
+    c = max(len(col) for col in cols)
+    logits = torch.full((len(cols), c, 1), -np.inf)  # one image of one pixel per case
+    for j, col in enumerate(cols):
+        logits[j, :len(col), 0] = torch.tensor(col)
+    target = torch.zeros(len(cols), 1, dtype=torch.long)
+    counts = kernels.seg_counts(logits.numpy(), target.numpy(), c, 250)
+    assert counts[:, 0].argmax(1).tolist() == logits.argmax(1)[:, 0].tolist()
+    assert counts.sum() == len(cols)
+    for nan in (float("nan"), -float("nan")):  # either sign: the caller is told (None) and uses torch
+        bad = logits.clone()
+        bad[3, 1, 0] = nan
+        assert kernels.seg_counts(bad.numpy(), target.numpy(), c, 250) is None
