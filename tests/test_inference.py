@@ -337,3 +337,17 @@ def test_concurrent_predictions_are_consistent(tiny_model):
     assert not errors
     for i in range(4):
         np.testing.assert_array_equal(results[i], expected[i])
+
+
+def test_cpu_fast_path_traces_only_with_bf16_weights(tiny_model):
+    x = _smooth_input()
+    eager = Predictor(tiny_model, device="cpu", precision="fp32")
+    assert not eager.traced and "eager" in eager.path and "BN folded" in eager.path
+    traced = Predictor(tiny_model, device="cpu", precision="bf16")
+    assert traced.traced and "traced" in traced.path
+    forced = Predictor(tiny_model, device="cpu", precision="fp32", trace=True)
+    assert forced.traced
+    ref = Predictor(tiny_model, device="cpu", precision="fp32", fast=False).forward(x)
+    for p in (eager, forced):  # both fp32 fast paths give the reference's answers
+        for a, b in zip(p.forward(x), ref):
+            assert torch.allclose(a, b, rtol=1e-4, atol=1e-5)

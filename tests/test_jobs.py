@@ -199,6 +199,12 @@ def test_train_argv_flags(tmp_path):
                                          "--tseg_loss", "kl", "--out", "R"]
     off = jobs.train_argv({"dataset": "synthetic", "channels_last": False, "cpu": False}, "R")
     assert off == ["train", "--dataset", "synthetic", "--no-channels_last", "--out", "R"]
+    on = jobs.train_argv({"dataset": "synthetic", "channels_last": True}, "R")  # default is auto (None)
+    assert on == ["train", "--dataset", "synthetic", "--channels_last", "--out", "R"]
+    from xtask_core.cli import build_parser
+
+    for argv, want in ((on, True), (off, False), (["train", "--dataset", "synthetic", "--out", "R"], None)):
+        assert build_parser().parse_args(argv).channels_last is want
 
 
 # ----------------------------------------------------------------------------- runs without job.json

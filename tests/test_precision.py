@@ -48,3 +48,14 @@ def test_grad_scaler_only_for_cuda_fp16():
 
 def test_cpu_bf16_probe_is_bool():
     assert isinstance(cpu_has_native_bf16(), bool)
+
+
+def test_channels_last_auto_follows_the_hardware(monkeypatch):
+    from xtask_core import precision
+
+    assert precision.resolve_channels_last("cpu", True) is True  # an explicit choice is kept
+    assert precision.resolve_channels_last("cpu", False) is False
+    for native in (True, False):
+        monkeypatch.setattr(precision, "cpu_has_native_bf16", lambda n=native: n)
+        assert precision.resolve_channels_last("cpu", None) is native
+    assert precision.resolve_channels_last("cuda", None) is True

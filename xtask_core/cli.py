@@ -143,7 +143,7 @@ def _train_parser(sub) -> None:
     g.add_argument("--precision", choices=PRECISIONS, default=None,
                    help="auto = bf16/fp16 autocast where the device runs it natively, else fp32")
     g.add_argument("--channels_last", action=argparse.BooleanOptionalAction, default=None,
-                   help="channels-last memory format (default: on)")
+                   help="channels-last memory format (default: on for CUDA and CPUs with bf16 matrix units)")
     g.add_argument("--limit_train", type=_nonneg_int, default=None, help="use only the first N training images")
     g.add_argument("--limit_val", type=_nonneg_int, default=None, help="use only the first N validation images")
     g.add_argument("--log_every", type=_nonneg_int, default=None,

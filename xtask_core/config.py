@@ -127,7 +127,7 @@ class TrainConfig:
     cpu: bool = False
     seed: int = 0                       # ours
     precision: str = "auto"             # ours: auto | fp32 | bf16 | fp16 (auto = mixed precision where the device has it)
-    channels_last: bool = True          # ours: channels-last memory format (CUDA and CPU)
+    channels_last: bool | None = None   # ours: channels-last memory format; None = auto (see precision.py)
     resume: bool = False                # ours: continue from out/last.*
     limit_train: int = 0                # ours: use only the first N training samples (0 = all)
     limit_val: int = 0                  # ours: use only the first N validation samples (0 = all)

@@ -142,7 +142,7 @@ def evaluate_split(loaded_or_model, dataset, *, batch_size: int = 4, fast: bool 
     ignore = _ignore_index(dataset, pred.meta) if ignore_index is None else int(ignore_index)
     n_batches = -(-n // batch_size)
     workers = default_workers(n_batches) if workers is None else int(workers)
-    pad = pred.fast and pred.device.type == "cpu"  # one traced shape for every batch
+    pad = pred.traced  # traced graphs: pad the last batch, so one shape is traced for all
     metrics = SegDepthMetrics(num_classes, ignore)
     loss_sums: dict[str, float] = {}
     done = 0

@@ -3,10 +3,12 @@
 Paths (``Predictor.path`` says which one runs):
 
 - ``fast=True`` on CPU: a private deep copy of the model with every BatchNorm folded into its
-  conv (in float64), cast to bf16 where the CPU has native bf16 matrix units (AMX /
-  AVX512-BF16; ``precision="auto"``), channels-last, traced + frozen + oneDNN-optimised per
-  input shape (:mod:`xtask_core.fastpath`). About 5× faster than eager fp32 on the project's
-  2-core Xeon for the full model (see ``xtask bench``).
+  conv (in float64), channels-last. Where the CPU has native bf16 matrix units (AMX /
+  AVX512-BF16; ``precision="auto"``) the copy holds bf16 weights and runs as a traced + frozen
+  + oneDNN-optimised graph per input shape (:mod:`xtask_core.fastpath`): about 4.5× faster than
+  eager fp32 on a 2-core Xeon for the full model. Elsewhere it stays fp32 and runs eagerly:
+  about 1.2-1.35× on a 2-core AVX2 EPYC, where eager fp32 already reaches ≈ 80 % of the
+  machine's matmul peak (see ``xtask bench``).
 - ``fast=True`` on CUDA: the folded copy, channels-last, under autocast (bf16, or fp16 where
   bf16 is missing); eager, so no per-shape warm-up.
 - ``fast=False``: the caller's model itself, eager, under ``autocast(precision)``;
@@ -153,13 +155,15 @@ class Predictor:
         device: where to run; None = the model's own device.
         precision: "auto" | "fp32" | "bf16" | "fp16" (see :mod:`xtask_core.precision`).
         fast: use the fast path (a private optimised copy); False runs the model itself, eager.
+        trace: CPU fast path only: run a traced + frozen graph (True) or the copy eagerly (False);
+            None = trace with bf16 weights only (what measured fastest on each kind of CPU).
 
     Attributes: ``device``, ``precision`` (resolved), ``fast``, ``config``, ``meta``, ``path``
     (a short description of the path that runs), ``bn_folded`` (BatchNorms folded).
     """
 
     def __init__(self, loaded, device: str | torch.device | None = None, precision: str = "auto",
-                 fast: bool = True):
+                 fast: bool = True, trace: bool | None = None):
         model = loaded if isinstance(loaded, nn.Module) else getattr(loaded, "model", None)
         if not isinstance(model, nn.Module):
             raise XTaskError("Predictor needs a loaded checkpoint (with .model) or a model")
@@ -174,7 +178,12 @@ class Predictor:
         self.fast = bool(fast)
         self._lock = threading.RLock()
         self._graphs: OrderedDict = OrderedDict()  # (shape, direct_only) -> traced graph
-        self._jit_ok = self.fast and self.device.type == "cpu"
+        # The traced + frozen oneDNN graph pays off with bf16 weights (AMX/AVX512-BF16: ≈ 59 vs
+        # 70-77 ms eager); with fp32 weights on an AVX2 CPU it was slower than the folded
+        # channels-last copy run eagerly (full model, batch 1: 829 vs 722 ms; batch 4: 3.44 vs
+        # 2.71 s), so fp32 runs eager. ``trace`` can force either choice.
+        self._jit_ok = self.fast and self.device.type == "cpu" and (
+            self.precision == "bf16" if trace is None else bool(trace))
         self.bn_folded = 0
         self.fallback_reason = ""
         if self.fast:
@@ -200,9 +209,15 @@ class Predictor:
         if not self.fast:
             return f"eager {self.precision} (reference path)"
         if self.device.type == "cpu":
-            how = "traced+frozen oneDNN graph" if self._jit_ok else f"eager ({self.fallback_reason})"
+            how = ("traced+frozen oneDNN graph" if self._jit_ok
+                   else f"eager ({self.fallback_reason})" if self.fallback_reason else "eager")
             return f"{how}, {self.precision} weights, BN folded ({self.bn_folded}), channels-last"
         return f"eager autocast {self.precision}, BN folded ({self.bn_folded}), channels-last"
+
+    @property
+    def traced(self) -> bool:
+        """True when forwards run as traced graphs (one per input shape, built on first use)."""
+        return self._jit_ok
 
     # ----------------------------------------------------------------- forward
     def _check_input(self, x: torch.Tensor) -> None:

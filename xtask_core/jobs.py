@@ -184,10 +184,12 @@ def train_argv(train_args: Mapping[str, Any] | TrainConfig, run_dir: str | os.Pa
     for key in sorted(args, key=lambda k: (k != "dataset", k)):
         value = args[key]
         if isinstance(value, bool):
-            # Bare flag for True; a default-on switch (channels_last) is turned off by --no-X.
-            if value and not defaults.get(key, False):
+            # Bare flag for True; --no-X turns off a switch whose default is on or auto (None,
+            # channels_last); a value equal to its default is left out.
+            default = defaults.get(key, False)
+            if value and default is not True:
                 argv.append(f"--{key}")
-            elif not value and defaults.get(key, False):
+            elif not value and default is not False:
                 argv.append(f"--no-{key}")
             continue
         if isinstance(value, (tuple, list)):

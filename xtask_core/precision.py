@@ -38,6 +38,16 @@ def resolve_precision(device: torch.device | str, requested: str = "auto") -> st
     return requested
 
 
+def resolve_channels_last(device: torch.device | str, requested: bool | None = None) -> bool:
+    """Channels-last for training? ``requested`` if given; auto (None): on CUDA and on CPUs with
+    bf16 matrix units, off elsewhere: with fp32 on a 2-core AVX2 CPU a channels-last training
+    step of the full model took 33.6 s against 25.3 s contiguous (``xtask bench``)."""
+    if requested is not None:
+        return bool(requested)
+    dev = torch.device(device)
+    return dev.type == "cuda" or (dev.type == "cpu" and cpu_has_native_bf16())
+
+
 def autocast(device: torch.device | str, precision: str):
     """Autocast context for a *resolved* precision (fp32 → no autocast)."""
     if precision == "fp32":

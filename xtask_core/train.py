@@ -361,7 +361,7 @@ class Trainer:
     def _setup(self) -> None:
         from .balancing import make_balancer
         from .losses import XTaskLoss
-        from .precision import grad_scaler, resolve_precision
+        from .precision import grad_scaler, resolve_channels_last, resolve_precision
 
         cfg = self.cfg
         self._init_distributed()
@@ -383,6 +383,7 @@ class Trainer:
         self._barrier()  # other ranks wait for the folder check and the synthetic cache
         seed_everything(cfg.seed)
         self.precision = resolve_precision(self.device, cfg.precision)
+        self.channels_last = resolve_channels_last(self.device, cfg.channels_last)
 
         self.train_ds = make_split(cfg, "train", augment=True, limit=cfg.limit_train)
         self.val_ds = make_split(cfg, "val", augment=False, limit=cfg.limit_val)
@@ -399,7 +400,7 @@ class Trainer:
 
         self.init_meta: dict | None = None
         self.model = self._build_model().to(self.device)
-        if cfg.channels_last:
+        if self.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
         self.loss_fn = XTaskLoss(cfg.num_classes, lambda_1=cfg.lambda_1, lambda_2=cfg.lambda_2,
                                  label_smoothing=cfg.label_smoothing, lp=cfg.lp,
@@ -494,7 +495,7 @@ class Trainer:
         from .precision import autocast
 
         net = self.ddp or self.model
-        batch = _to_device(batch, self.device, self.cfg.channels_last)
+        batch = _to_device(batch, self.device, self.channels_last)
         with autocast(self.device, self.precision):
             outputs = net(batch["image"])
         outputs = _float_outputs(outputs)
@@ -678,7 +679,7 @@ class Trainer:
                 self.progress.update(message=f"validating epoch {epoch}", force=True)
                 val = evaluate(self.model, self.val_loader, num_classes=cfg.num_classes,
                                ignore_index=cfg.ignore_index, device=self.device, loss_fn=self.loss_fn,
-                               precision=self.precision, channels_last=cfg.channels_last,
+                               precision=self.precision, channels_last=self.channels_last,
                                progress=show_bar)
                 row = {"kind": "epoch", "epoch": epoch, "step": self.step, "lr": lr_used}
                 row.update({f"train_{k}": v for k, v in zip(LOSS_KEYS + ("objective",), train_means)})
