@@ -59,8 +59,10 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 if str(REPO_ROOT) not in sys.path:  # standalone `streamlit run app_pages/x.py` from elsewhere
     sys.path.insert(0, str(REPO_ROOT))
 
-from xtask_core import explore  # noqa: E402
+from xtask_core import explore, kernels  # noqa: E402
 from xtask_core.errors import XTaskError  # noqa: E402
+
+kernels.warm_in_background()  # the metric kernels load (or compile, once per machine) while the model does
 
 MAX_CHECKPOINT_UPLOAD_MB = 500   # a ResNet-152 checkpoint is ~250 MB; refuse anything bigger
 USER_ERRORS = (XTaskError, OSError, ValueError)

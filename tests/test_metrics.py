@@ -343,3 +343,11 @@ def test_compiled_argmax_matches_torch_on_float_edge_cases():
         bad = logits.clone()
         bad[3, 1, 0] = nan
         assert kernels.seg_counts(bad.numpy(), target.numpy(), c, 250) is None
+
+
+def test_warm_in_background_is_idempotent_and_leaves_kernels_ready():
+    from xtask_core import kernels
+
+    kernels.warm_in_background()
+    kernels.warm_in_background()  # a second call starts nothing new
+    assert kernels.available()    # waits for a warm-up still in progress

@@ -296,7 +296,8 @@ def _trainer_step_fn(model, cfg_train, device: torch.device, precision: str, cha
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
     state = SimpleNamespace(
-        cfg=SimpleNamespace(channels_last=channels_last), channels_last=channels_last, ddp=None, model=model, device=device,
+        cfg=SimpleNamespace(channels_last=channels_last), channels_last=channels_last, ddp=None, model=model,
+        device=device,
         precision=precision, distributed=False, balancer_kind="none", balancer=make_balancer("none", device=device),
         loss_fn=XTaskLoss(cfg_train.num_classes, lambda_1=0.01, lambda_2=0.01, ignore_index=250),
         optimizer=torch.optim.Adam(model.parameters(), lr=1e-4, betas=(0.9, 0.99)), scaler=None,

@@ -13,7 +13,6 @@ It returns the keys of :func:`xtask_core.train.evaluate`: every key of
 """
 from __future__ import annotations
 
-import os
 from typing import Any, Callable, Iterator, Mapping, MutableMapping
 
 import torch
