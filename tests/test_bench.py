@@ -32,6 +32,7 @@ def test_time_pair_alternates_and_returns_medians():
 
 def test_peak_matmul_positive():
     assert bench.peak_matmul_gflops(torch.float32, n=64, repeats=2) > 0
+    assert bench.peak_conv1x1_gflops(torch.float32, channels=16, hw=8, repeats=2) > 0
 
 
 @pytest.fixture(scope="module")
@@ -45,6 +46,8 @@ def test_quick_bench_json_keys(quick_results):
     res = quick_results
     assert res["quick"] is True
     assert set(res["peak_gflops"]) == {"fp32", "bf16"} and res["peak_gflops"]["fp32"] > 0
+    detail = res["peak_gflops_detail"]
+    assert res["peak_gflops"]["fp32"] == max(detail["matmul_fp32"], detail["conv1x1_fp32"])
     assert {"cpu", "cores", "torch_threads", "native_bf16"} <= set(res["machine"])
     figs = res["figures"]
     assert set(figs) == {"inference", "demo_model", "train_step", "metrics", "eval_split"}
