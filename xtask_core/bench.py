@@ -115,17 +115,23 @@ def time_pair(ref: Callable[[], Any], fast: Callable[[], Any], repeats: int, war
     return _median_ms(tr), _median_ms(tf)
 
 
+def _median_s(fn: Callable[[], Any], repeats: int) -> float:
+    """Median wall seconds of ``fn()`` over ``repeats`` calls, after one untimed call."""
+    with torch.no_grad():
+        fn()
+        ts = []
+        for _ in range(max(1, repeats)):
+            t = time.perf_counter()
+            fn()
+            ts.append(time.perf_counter() - t)
+    return statistics.median(ts)
+
+
 def peak_matmul_gflops(dtype: torch.dtype, n: int = 2048, repeats: int = 5) -> float:
     """Measured GFLOP/s of an n×n @ n×n matmul in ``dtype`` on CPU (2n³ FLOPs), median of ``repeats``."""
     a = torch.randn(n, n).to(dtype)
     b = torch.randn(n, n).to(dtype)
-    torch.mm(a, b)
-    ts = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        torch.mm(a, b)
-        ts.append(time.perf_counter() - t)
-    return 2.0 * n ** 3 / statistics.median(ts) / 1e9
+    return 2.0 * n ** 3 / _median_s(lambda: torch.mm(a, b), repeats) / 1e9
 
 
 def peak_conv1x1_gflops(dtype: torch.dtype, channels: int = 1024, hw: int = 64, repeats: int = 5) -> float:
@@ -136,14 +142,7 @@ def peak_conv1x1_gflops(dtype: torch.dtype, channels: int = 1024, hw: int = 64, 
 
     x = torch.randn(1, channels, hw, hw).to(dtype)
     w = torch.randn(channels, channels, 1, 1).to(dtype)
-    with torch.no_grad():
-        F.conv2d(x, w)
-        ts = []
-        for _ in range(repeats):
-            t = time.perf_counter()
-            F.conv2d(x, w)
-            ts.append(time.perf_counter() - t)
-    return 2.0 * channels * channels * hw * hw / statistics.median(ts) / 1e9
+    return 2.0 * channels * channels * hw * hw / _median_s(lambda: F.conv2d(x, w), repeats) / 1e9
 
 
 def count_flops(fn: Callable[[], Any]) -> int:
