@@ -23,6 +23,26 @@ def key_of(b):  # pragma: no cover - compiled
     return key if (b & low) <= np.int32(0x7F800000) else low
 
 
+@njit(inline="always")
+def _bin(t, C, ignore):  # pragma: no cover - compiled
+    """Confusion-matrix row of target label t: t itself, or C (dropped later) when unlabelled."""
+    return t if (t >= 0 and t < C and t != ignore) else C
+
+
+@njit(inline="always")
+def _count(bins, L, out):  # pragma: no cover - compiled
+    # Add 1 to out.flat[bins[k]] for k < L. Neighbouring pixels mostly share a bin, and a single
+    # histogram makes every increment wait for the previous store to the same counter; four
+    # interleaved copies break that chain (≈ 3× faster), and are summed at the end.
+    flat = out.reshape(-1)
+    m = flat.size
+    h = np.zeros((4, m), np.int64)
+    for k in range(L):
+        h[k & 3, bins[k]] += 1
+    for j in range(m):
+        flat[j] += h[0, j] + h[1, j] + h[2, j] + h[3, j]
+
+
 @njit(**_OPTS)
 def seg_kernel(bits, target, ignore, w0, w1, counts):  # pragma: no cover - compiled
     # bits: float32 logits N×C×P viewed as int32; target N×P int64; counts N×(C+1)×C int64
@@ -57,11 +77,8 @@ def seg_kernel(bits, target, ignore, w0, w1, counts):  # pragma: no cover - comp
         tg = target[i, s0:s0 + L]
         for k in range(L):
             n_nan += best[k] == low
-            t = tg[k]
-            row = C
-            if t >= 0 and t < C and t != ignore:
-                row = t
-            counts[i, row, idx[k]] += 1
+            best[k] = _bin(tg[k], C, ignore) * C + idx[k]  # reuse: the flat confusion bin
+        _count(best, L, counts[i])
     return n_nan
 
 
@@ -70,14 +87,18 @@ def label_kernel(pred, target, ignore, lo, hi, counts):  # pragma: no cover - co
     # pred, target N×P int64 (pred already checked to lie in [0, C)), pixels lo..hi of the flat batch
     n, P = target.shape
     C = counts.shape[2]
-    for f in range(lo, hi):
+    bins = np.empty(BLOCK, np.int64)
+    f = lo
+    while f < hi:  # image by image, a block at a time (no division per pixel)
         i = f // P
-        k = f - i * P
-        t = target[i, k]
-        row = C
-        if t >= 0 and t < C and t != ignore:
-            row = t
-        counts[i, row, pred[i, k]] += 1
+        s0 = f - i * P
+        L = min(BLOCK, P - s0, hi - f)
+        tg = target[i, s0:s0 + L]
+        pr = pred[i, s0:s0 + L]
+        for k in range(L):
+            bins[k] = _bin(tg[k], C, ignore) * C + pr[k]
+        _count(bins, L, counts[i])
+        f += L
 
 
 # "reassoc" lets LLVM keep several partial sums (vectorised reductions); it changes the
