@@ -5,8 +5,8 @@ arg-max over the class axis of the logits (8×19×128×256 float32 = 20 MB for t
 batch), the confusion-matrix count, and the depth sums. Each numpy or torch operation is one
 pass over memory, and the metrics need about a dozen of them; the kernels here do the whole job
 in ONE pass over the logits and one over the depth maps. Measured (``xtask bench``, 2-core AMD
-EPYC, batch 8 × 19 classes × 128×256): 4.5-5 ms against 120-150 ms for the per-class loops
-(25-30×); the numpy kernels take ≈ 12 ms (≈ 10×).
+EPYC, batch 8 × 19 classes × 128×256): 3.9-4.5 ms against 103-139 ms for the per-class loops
+(23-33×); the numpy kernels take ≈ 12 ms (≈ 10×).
 
 - :func:`seg_counts`: first-max arg-max (the same tie rule as ``torch.argmax``) fused with the
   per-image confusion count; labels can be given instead of logits.
