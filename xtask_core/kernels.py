@@ -32,7 +32,6 @@ from __future__ import annotations
 import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
-from typing import Callable
 
 import numpy as np
 
@@ -44,6 +43,7 @@ MIN_PIXELS_PER_THREAD = 1 << 15  # below this a second thread costs more than it
 _lock = threading.Lock()
 _state: dict = {}       # "kernels": (seg, labels, depth) compiled functions, or "error": str
 _pool: ThreadPoolExecutor | None = None
+_pool_size = 0
 _CORES = os.cpu_count() or 1
 
 
@@ -110,22 +110,24 @@ def threads() -> int:
     return max(1, min(want, _CORES, 8))
 
 
-def _run(parts: list[Callable[[], object]]) -> list:
-    global _pool
-    if len(parts) == 1:
-        return [parts[0]()]
-    with _lock:
-        if _pool is None or _pool._max_workers < len(parts) - 1:  # noqa: SLF001
-            _pool = ThreadPoolExecutor(max_workers=max(len(parts) - 1, 1), thread_name_prefix="xtask-kernel")
-        pool = _pool
-    futures = [pool.submit(f) for f in parts[1:]]
-    first = parts[0]()            # the calling thread does a share too
-    return [first, *(f.result() for f in futures)]
-
-
-def _split(total: int, pixels: int) -> list[tuple[int, int]]:
+def _shared(kernel, args: tuple, total: int, pixels: int, out_shape: tuple, out_dtype) -> tuple[np.ndarray, list]:
+    """Run ``kernel(*args, lo, hi, out)`` over ``[0, total)`` cut into one share per thread (fewer
+    when ``pixels`` is small), each share into its own zeroed ``out``; the calling thread runs the
+    first share. Returns (the outs summed, each share's return value)."""
+    global _pool, _pool_size
     k = max(1, min(threads(), pixels // MIN_PIXELS_PER_THREAD, total))
-    return [(total * j // k, total * (j + 1) // k) for j in range(k)]
+    bounds = [(total * j // k, total * (j + 1) // k) for j in range(k)]
+    outs = [np.zeros(out_shape, out_dtype) for _ in bounds]
+    futures = []
+    if k > 1:
+        with _lock:
+            if _pool is None or _pool_size < k - 1:
+                _pool, _pool_size = ThreadPoolExecutor(max_workers=k - 1, thread_name_prefix="xtask-kernel"), k - 1
+            pool = _pool
+        futures = [pool.submit(kernel, *args, lo, hi, out) for (lo, hi), out in zip(bounds[1:], outs[1:])]
+    first = kernel(*args, *bounds[0], outs[0])
+    returns = [first, *(f.result() for f in futures)]
+    return sum(outs[1:], outs[0]), returns
 
 
 def seg_counts(logits: np.ndarray, target: np.ndarray, num_classes: int, ignore_index: int) -> np.ndarray | None:
@@ -138,19 +140,12 @@ def seg_counts(logits: np.ndarray, target: np.ndarray, num_classes: int, ignore_
     k = _kernels()
     if k is None:
         return None
-    seg = k[0]
     n, c, p = logits.shape
     from ._numba_kernels import BLOCK
 
-    nb = -(-p // BLOCK)
-    parts = _split(n * nb, n * p)
-    outs = [np.zeros((n, c + 1, c), np.int64) for _ in parts]
-    bits = logits.view(np.int32)
-    nans = _run([lambda a=a, b=b, o=o: seg(bits, target, ignore_index, a, b, o)
-                 for (a, b), o in zip(parts, outs)])
-    if any(nans):
-        return None
-    return sum(outs[1:], outs[0])[:, :c]
+    counts, nans = _shared(k[0], (logits.view(np.int32), target, ignore_index), n * -(-p // BLOCK), n * p,
+                           (n, c + 1, c), np.int64)
+    return None if any(nans) else counts[:, :c]
 
 
 def seg_counts_labels(pred: np.ndarray, target: np.ndarray, num_classes: int, ignore_index: int) -> np.ndarray | None:
@@ -160,10 +155,8 @@ def seg_counts_labels(pred: np.ndarray, target: np.ndarray, num_classes: int, ig
         return None
     n, p = target.shape
     c = int(num_classes)
-    parts = _split(n * p, n * p)
-    outs = [np.zeros((n, c + 1, c), np.int64) for _ in parts]
-    _run([lambda a=a, b=b, o=o: k[1](pred, target, ignore_index, a, b, o) for (a, b), o in zip(parts, outs)])
-    return sum(outs[1:], outs[0])[:, :c]
+    counts, _ = _shared(k[1], (pred, target, ignore_index), n * p, n * p, (n, c + 1, c), np.int64)
+    return counts[:, :c]
 
 
 def depth_sums(p: np.ndarray, t: np.ndarray, mask: np.ndarray | None) -> list[float] | None:
@@ -174,10 +167,6 @@ def depth_sums(p: np.ndarray, t: np.ndarray, mask: np.ndarray | None) -> list[fl
     k = _kernels()
     if k is None:
         return None
-    n = t.size
     use_mask = mask is not None
-    m = mask if use_mask else t
-    parts = _split(n, n)
-    outs = [np.zeros(7) for _ in parts]
-    _run([lambda a=a, b=b, o=o: k[2](p, t, m, use_mask, a, b, o) for (a, b), o in zip(parts, outs)])
-    return [float(v) for v in sum(outs[1:], outs[0])]
+    sums, _ = _shared(k[2], (p, t, mask if use_mask else t, use_mask), t.size, t.size, (7,), np.float64)
+    return [float(v) for v in sums]

@@ -406,11 +406,10 @@ class SegDepthMetrics:
         if backend == "compiled":
             from . import kernels
 
-            def flat64(x: Tensor) -> np.ndarray:  # one float dtype for the kernel: float32, or float64 if any is
-                wide = torch.float64 if torch.float64 in (p.dtype, t.dtype) else torch.float32
-                return _cpu_numpy(x.to(wide)).reshape(-1)
-            sums = torch.tensor(kernels.depth_sums(flat64(p), flat64(t), None if m is None else flat64(m)),
-                                dtype=torch.float64)
+            # one float dtype for the kernel: float32 (exact for half/bf16/bool), float64 if either map is
+            dtype = torch.float64 if torch.float64 in (p.dtype, t.dtype) else torch.float32
+            p_, t_, m_ = (None if x is None else _cpu_numpy(x.to(dtype)).reshape(-1) for x in (p, t, m))
+            sums = torch.tensor(kernels.depth_sums(p_, t_, m_), dtype=torch.float64)
         elif backend == "numpy":
             def flat(x: Tensor) -> np.ndarray:
                 if x.dtype in (torch.float16, torch.bfloat16, torch.bool):
