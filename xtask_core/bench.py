@@ -524,12 +524,13 @@ def run_benchmarks(quick: bool = False, log: Callable[[str], None] | None = None
 
     # Without bf16 matrix units torch emulates bf16 matmuls at ≈ 1 GFLOP/s: a 2048² product
     # would take minutes, and a 256² one measures the same emulated rate.
-    bf16_n = s.matmul_n if cpu_has_native_bf16() else min(s.matmul_n, 256)
+    native_bf16 = cpu_has_native_bf16()
+    bf16_n = s.matmul_n if native_bf16 else min(s.matmul_n, 256)
     conv_c, conv_hw = (1024, 64) if s.matmul_n >= 1024 else (64, 16)
     detail = {"matmul_fp32": peak_matmul_gflops(torch.float32, s.matmul_n),
               "conv1x1_fp32": peak_conv1x1_gflops(torch.float32, conv_c, conv_hw),
               "matmul_bf16": peak_matmul_gflops(torch.bfloat16, bf16_n)}
-    if cpu_has_native_bf16():
+    if native_bf16:
         detail["conv1x1_bf16"] = peak_conv1x1_gflops(torch.bfloat16, conv_c, conv_hw)
     res["peak_gflops_detail"] = detail
     res["peak_gflops"] = {"fp32": max(detail["matmul_fp32"], detail["conv1x1_fp32"]),
@@ -568,7 +569,8 @@ def format_table(res: dict) -> str:
     lines = [f"machine: {m['cpu']}, {m['cores']} cores, torch {m['torch']} ({m['torch_threads']} threads), "
              f"native bf16: {m['native_bf16']}, load avg {_fmt((m.get('loadavg_start') or [float('nan')])[0], '.2f')}"
              f" -> {_fmt((m.get('loadavg_end') or [float('nan')])[0], '.2f')}",
-             f"peak matmul (best of torch.mm and a 1x1 conv): fp32 {p['fp32']:.0f} GFLOP/s, bf16 {p['bf16']:.0f} GFLOP/s"
+             f"peak matmul (best of torch.mm and a 1x1 conv): fp32 {p['fp32']:.0f} GFLOP/s, "
+             f"bf16 {p['bf16']:.0f} GFLOP/s"
              + ("" if m["native_bf16"] else " (no bf16 matrix units: emulated, so the fast paths stay fp32)"),
              "",
              f"{'figure':<12} {'reference ms':>13} {'fast ms':>9} {'speedup':>8} {'target':>7}  {'ok':<4} "

@@ -66,18 +66,20 @@ def _batches(dataset, n: int, batch_size: int, workers: int,
     pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="xtask-decode")
     pending: deque = deque()
     following = iter(range(n))
+
+    def feed() -> None:  # queue the next item, if any, for decoding
+        nxt = next(following, None)
+        if nxt is not None:
+            pending.append(pool.submit(dataset.__getitem__, nxt))
+
     try:
-        for i in following:  # the first two batches
-            pending.append(pool.submit(dataset.__getitem__, i))
-            if len(pending) >= 2 * batch_size:
-                break
+        for _ in range(2 * batch_size):  # the first two batches
+            feed()
         for start in range(0, n, batch_size):
             items = []
             for i in range(start, min(n, start + batch_size)):
                 items.append(keep(i, pending.popleft().result()))
-                nxt = next(following, None)
-                if nxt is not None:
-                    pending.append(pool.submit(dataset.__getitem__, nxt))
+                feed()
             yield _stack(items)
     finally:
         pool.shutdown(wait=True, cancel_futures=True)

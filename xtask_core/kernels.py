@@ -47,13 +47,6 @@ _pool_size = 0
 _CORES = os.cpu_count() or 1
 
 
-def _compile():
-    """Import the numba kernels (compiled lazily per dtype on first call; cached on disk)."""
-    from . import _numba_kernels as nk
-
-    return nk.seg_kernel, nk.label_kernel, nk.depth_kernel
-
-
 def _kernels():
     with _lock:
         if "kernels" not in _state and "error" not in _state:
@@ -61,7 +54,9 @@ def _kernels():
                 _state["error"] = "disabled by XTASK_NO_NUMBA"
             else:
                 try:
-                    _state["kernels"] = _compile()
+                    from . import _numba_kernels as nk  # compiled per dtype on first call, cached on disk
+
+                    _state["kernels"] = (nk.seg_kernel, nk.label_kernel, nk.depth_kernel)
                     _warm(_state["kernels"])
                 except Exception as err:  # noqa: BLE001 - no numba, or it cannot compile here
                     _state.pop("kernels", None)

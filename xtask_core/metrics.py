@@ -362,24 +362,22 @@ class SegDepthMetrics:
                 raise XTaskError(f"prediction {(seg.shape[0], *seg.shape[-2:])} and target "
                                  f"{tuple(target.shape)} differ in shape")
             t = _cpu_numpy(target.cpu().long()).reshape(target.shape[0], -1)
-            float_logits = _is_logits(seg, C) and seg.dtype in (torch.float32, torch.float16, torch.bfloat16)
-            per_image = None
-            if backend == "compiled":
-                from . import kernels
+            from . import kernels
 
-                if float_logits:  # float16/bfloat16 → float32 is exact, so the arg-max is unchanged
-                    per_image = kernels.seg_counts(_cpu_numpy(seg.float()).reshape(seg.shape[0], C, -1), t,
-                                                   C, self.ignore_index)
-                if per_image is None:  # labels, float64 or NaN logits: torch's arg-max, compiled count
+            compiled = backend == "compiled"
+            # float16/bfloat16 → float32 is exact, so the arg-max is unchanged
+            logits = (_cpu_numpy(seg.float()).reshape(seg.shape[0], C, -1)
+                      if _is_logits(seg, C) and seg.dtype in (torch.float32, torch.float16, torch.bfloat16) else None)
+            per_image = pred = None
+            if logits is not None and compiled:
+                per_image = kernels.seg_counts(logits, t, C, self.ignore_index)
+            elif logits is not None and C <= 255:
+                pred = _argmax_np(logits)
+            if per_image is None:
+                if pred is None:  # labels, float64 / NaN logits, > 255 classes: torch's arg-max
                     pred = _cpu_numpy(_seg_labels(seg, C)).reshape(seg.shape[0], -1)
-                    per_image = kernels.seg_counts_labels(pred, t, C, self.ignore_index)
-            else:
-                pred = None
-                if float_logits and C <= 255:
-                    pred = _argmax_np(_cpu_numpy(seg.float()).reshape(seg.shape[0], C, -1))
-                if pred is None:  # labels, float64 logits, NaN logits, > 255 classes
-                    pred = _cpu_numpy(_seg_labels(seg, C)).reshape(seg.shape[0], -1)
-                per_image = _seg_counts_np(pred, t, C, self.ignore_index)
+                count = kernels.seg_counts_labels if compiled else _seg_counts_np
+                per_image = count(pred, t, C, self.ignore_index)
             conf = torch.from_numpy(per_image.sum(0))
             miou_sum, counted = _image_miou_np(per_image)
         else:
