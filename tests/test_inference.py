@@ -339,15 +339,52 @@ def test_concurrent_predictions_are_consistent(tiny_model):
         np.testing.assert_array_equal(results[i], expected[i])
 
 
-def test_cpu_fast_path_traces_only_with_bf16_weights(tiny_model):
+def test_cpu_fast_path_fuses_convs_and_keeps_the_reference_answers(tiny_model):
+    from xtask_core.fastpath import FusedBasicBlock, FusedConv2d, LowResHeadDecoder, fusion_available
+
+    if not fusion_available():
+        pytest.skip("this torch build has no oneDNN fused convolution ops")
     x = _smooth_input()
-    eager = Predictor(tiny_model, device="cpu", precision="fp32")
-    assert not eager.traced and "eager" in eager.path and "BN folded" in eager.path
-    traced = Predictor(tiny_model, device="cpu", precision="bf16")
-    assert traced.traced and "traced" in traced.path
+    fused = Predictor(tiny_model, device="cpu", precision="fp32")
+    assert fused.fused > 0 and not fused.traced and "fused" in fused.path
+    mods = list(fused._net.modules())
+    assert any(isinstance(m, FusedBasicBlock) for m in mods) and any(isinstance(m, LowResHeadDecoder) for m in mods)
+    assert not any(type(m) is torch.nn.Conv2d for m in mods)  # every conv went to oneDNN's fused op
+    unfused = Predictor(tiny_model, device="cpu", precision="fp32", fuse=False)
+    assert unfused.fused == 0 and not unfused.traced
     forced = Predictor(tiny_model, device="cpu", precision="fp32", trace=True)
-    assert forced.traced
+    assert forced.traced and forced.fused == 0 and "traced" in forced.path
     ref = Predictor(tiny_model, device="cpu", precision="fp32", fast=False).forward(x)
-    for p in (eager, forced):  # both fp32 fast paths give the reference's answers
+    for p in (fused, unfused, forced):  # every fp32 fast path gives the reference's answers
         for a, b in zip(p.forward(x), ref):
+            assert a.dtype == torch.float32 and a.shape == b.shape and a.is_contiguous()
             assert torch.allclose(a, b, rtol=1e-4, atol=1e-5)
+    # bf16: fused and the traced graph agree with fp32 within bf16 rounding
+    for p in (Predictor(tiny_model, device="cpu", precision="bf16"),
+              Predictor(tiny_model, device="cpu", precision="bf16", trace=True)):
+        out = p.forward(x)
+        assert (out[0].argmax(1) == ref[0].argmax(1)).float().mean() > 0.97
+        assert ((out[2] - ref[2]).abs().mean() / ref[2].abs().mean()) < 0.02
+    # the module-level pieces: conv + ReLU, conv + residual + ReLU, exact in fp32
+    conv = torch.nn.Conv2d(8, 8, 3, padding=1)
+    z = torch.randn(2, 8, 12, 16).contiguous(memory_format=torch.channels_last)
+    other = torch.randn(2, 8, 12, 16).contiguous(memory_format=torch.channels_last)
+    with torch.no_grad():
+        assert torch.allclose(FusedConv2d(conv, relu=True)(z), torch.relu(conv(z)), atol=1e-5)
+        assert torch.allclose(FusedConv2d(conv, relu=True)(z, other), torch.relu(conv(z) + other), atol=1e-5)
+        assert torch.allclose(FusedConv2d(conv)(z), conv(z), atol=1e-5)
+
+
+def test_fused_predictor_batches_and_odd_sizes(tiny_model):
+    from xtask_core.fastpath import fusion_available
+
+    if not fusion_available():
+        pytest.skip("this torch build has no oneDNN fused convolution ops")
+    p = Predictor(tiny_model, device="cpu", precision="fp32")
+    ref = Predictor(tiny_model, device="cpu", precision="fp32", fast=False)
+    for shape in ((3, 3, 64, 96), (1, 3, 32, 32)):  # batch > 1 and a size the weights were not packed for
+        x = torch.randn(*shape)
+        for a, b in zip(p.forward(x), ref.forward(x)):
+            assert torch.allclose(a, b, rtol=1e-4, atol=1e-4)
+    seg, seg_t, depth, depth_t = p.forward(torch.randn(1, 3, 64, 64), direct_only=True)
+    assert seg_t is None and depth_t is None and seg.shape == (1, 7, 64, 64)

@@ -3,12 +3,13 @@
 Paths (``Predictor.path`` says which one runs):
 
 - ``fast=True`` on CPU: a private deep copy of the model with every BatchNorm folded into its
-  conv (in float64), channels-last. Where the CPU has native bf16 matrix units (AMX /
-  AVX512-BF16; ``precision="auto"``) the copy holds bf16 weights and runs as a traced + frozen
-  + oneDNN-optimised graph per input shape (:mod:`xtask_core.fastpath`): about 4.5× faster than
-  eager fp32 on a 2-core Xeon for the full model. Elsewhere it stays fp32 and runs eagerly:
-  about 1.2-1.35× on a 2-core AVX2 EPYC, where eager fp32 already reaches ≈ 80 % of the
-  machine's matmul peak (see ``xtask bench``).
+  conv (in float64), channels-last, with bf16 weights where the CPU has native bf16 matrix units
+  (AMX / AVX512-BF16; ``precision="auto"``), fp32 elsewhere. Its convolutions are fused with
+  their ReLU / residual add and run as oneDNN calls on pre-packed weights, and the decoders'
+  1×1 heads run before their last upsampling (:func:`~xtask_core.fastpath.fuse_for_cpu`;
+  eager). Where the fused ops are missing, the copy runs as a traced + frozen + oneDNN-optimised
+  graph per input shape with bf16 weights, eagerly with fp32 ones. See ``xtask bench`` and the
+  README for the measured factors (eager fp32 is the reference).
 - ``fast=True`` on CUDA: the folded copy, channels-last, under autocast (bf16, or fp16 where
   bf16 is missing); eager, so no per-shape warm-up.
 - ``fast=False``: the caller's model itself, eager, under ``autocast(precision)``;
@@ -156,14 +157,18 @@ class Predictor:
         precision: "auto" | "fp32" | "bf16" | "fp16" (see :mod:`xtask_core.precision`).
         fast: use the fast path (a private optimised copy); False runs the model itself, eager.
         trace: CPU fast path only: run a traced + frozen graph (True) or the copy eagerly (False);
-            None = trace with bf16 weights only (what measured fastest on each kind of CPU).
+            None = trace only where the copy is not fused and holds bf16 weights.
+        fuse: CPU fast path only: fuse each conv with its ReLU / residual add and pre-pack its
+            weights (:func:`~xtask_core.fastpath.fuse_for_cpu`; eager). None = wherever this
+            torch build has the ops, unless ``trace=True``; False = never.
 
     Attributes: ``device``, ``precision`` (resolved), ``fast``, ``config``, ``meta``, ``path``
-    (a short description of the path that runs), ``bn_folded`` (BatchNorms folded).
+    (a short description of the path that runs), ``bn_folded`` (BatchNorms folded), ``fused``
+    (convolutions fused; 0 when not), ``fallback_reason`` (why a faster path was given up, or "").
     """
 
     def __init__(self, loaded, device: str | torch.device | None = None, precision: str = "auto",
-                 fast: bool = True, trace: bool | None = None):
+                 fast: bool = True, trace: bool | None = None, fuse: bool | None = None):
         model = loaded if isinstance(loaded, nn.Module) else getattr(loaded, "model", None)
         if not isinstance(model, nn.Module):
             raise XTaskError("Predictor needs a loaded checkpoint (with .model) or a model")
@@ -178,22 +183,27 @@ class Predictor:
         self.fast = bool(fast)
         self._lock = threading.RLock()
         self._graphs: OrderedDict = OrderedDict()  # (shape, direct_only) -> traced graph
-        # The traced + frozen oneDNN graph pays off with bf16 weights (AMX/AVX512-BF16: ≈ 59 vs
-        # 70-77 ms eager); with fp32 weights on an AVX2 CPU it was slower than the folded
-        # channels-last copy run eagerly (full model, batch 1: 829 vs 722 ms; batch 4: 3.44 vs
-        # 2.71 s), so fp32 runs eager. ``trace`` can force either choice.
-        self._jit_ok = self.fast and self.device.type == "cpu" and (
-            self.precision == "bf16" if trace is None else bool(trace))
         self.bn_folded = 0
+        self.fused = 0
         self.fallback_reason = ""
+        self._jit_ok = False
+        self._dtype = torch.float32
         if self.fast:
             from .fastpath import prepare_copy
 
             # CPU: weights in the compute dtype (no per-call autocast casts); CUDA keeps fp32 weights
             # under autocast, which keeps the reductions (log-softmax) in fp32.
-            dtype = _DTYPES[self.precision] if self.device.type == "cpu" else torch.float32
-            self._net, self.bn_folded = prepare_copy(model, dtype=dtype, device=self.device,
+            self._dtype = _DTYPES[self.precision] if self.device.type == "cpu" else torch.float32
+            self._net, self.bn_folded = prepare_copy(model, dtype=self._dtype, device=self.device,
                                                      channels_last=True)
+            if self.device.type == "cpu":
+                if trace is not True and fuse is not False:
+                    self._fuse(model)
+                # Unfused: the traced + frozen oneDNN graph paid off with bf16 weights (AMX: ≈ 59
+                # vs 70-77 ms eager); with fp32 weights on an AVX2 CPU it was slower than the
+                # folded channels-last copy run eagerly (full model, batch 1: 829 vs 722 ms;
+                # batch 4: 3.44 vs 2.71 s). ``trace`` can force either choice.
+                self._jit_ok = not self.fused and (self.precision == "bf16" if trace is None else bool(trace))
         elif model.training or _model_device(model) != self.device:
             import copy
 
@@ -203,12 +213,32 @@ class Predictor:
         else:
             self._net = model
 
+    def _fuse(self, model: nn.Module) -> None:
+        """Fuse the CPU copy's convolutions (:func:`~xtask_core.fastpath.fuse_for_cpu`) and run it
+        once on a small input; if the fused ops fail on this build, go back to an unfused copy."""
+        from .fastpath import fuse_for_cpu, prepare_copy
+
+        try:
+            self.fused = fuse_for_cpu(self._net)
+            if self.fused:
+                with torch.no_grad():
+                    self._net(torch.zeros(1, 3, 32, 32, dtype=self._dtype).contiguous(
+                        memory_format=torch.channels_last))
+        except Exception as err:  # noqa: BLE001 - any failure of the private ops: run unfused, say why
+            self.fused = 0
+            self.fallback_reason = f"conv fusion failed: {type(err).__name__}"
+            self._net, self.bn_folded = prepare_copy(model, dtype=self._dtype, device=self.device,
+                                                     channels_last=True)
+
     # ----------------------------------------------------------------- description
     @property
     def path(self) -> str:
         if not self.fast:
             return f"eager {self.precision} (reference path)"
         if self.device.type == "cpu":
+            if self.fused:
+                return (f"eager, {self.precision} weights, BN folded ({self.bn_folded}), "
+                        f"{self.fused} convs fused with their ReLU/residual (pre-packed), channels-last")
             how = ("traced+frozen oneDNN graph" if self._jit_ok
                    else f"eager ({self.fallback_reason})" if self.fallback_reason else "eager")
             return f"{how}, {self.precision} weights, BN folded ({self.bn_folded}), channels-last"
@@ -264,7 +294,7 @@ class Predictor:
                 with autocast(self.device, self.precision):
                     out = self._net(x.to(self.device), direct_only=direct_only)
                 return tuple(None if o is None else o.float() for o in out)
-            dtype = self._net_dtype()
+            dtype = self._dtype
             xin = x.to(self.device, dtype=dtype).contiguous(memory_format=torch.channels_last)
             g = self._graph(xin, direct_only)
             if g is not None:
@@ -277,9 +307,6 @@ class Predictor:
 
     __call__ = forward
 
-    def _net_dtype(self) -> torch.dtype:
-        p = next(iter(self._net.parameters()), None)
-        return p.dtype if p is not None else torch.float32
 
     def warmup(self, size: tuple[int, int] | None = None, batch: int = 1) -> None:
         """Build the graph for ``batch``×3×size now (default: the model's size), so the first real
