@@ -503,10 +503,11 @@ def _machine() -> dict:
             if line.startswith("model name"):
                 cpu = line.split(":", 1)[1].strip()
                 break
-    from .precision import cpu_has_native_bf16
+    from .precision import cpu_bf16_support, cpu_has_native_bf16, cpu_prefers_bf16
 
     return {"cpu": cpu, "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
             "torch": torch.__version__, "native_bf16": cpu_has_native_bf16(),
+            "bf16_support": cpu_bf16_support(), "auto_bf16": cpu_prefers_bf16(),
             "loadavg_start": list(os.getloadavg()) if hasattr(os, "getloadavg") else None}
 
 
@@ -563,15 +564,19 @@ def _fmt(v, spec=".1f") -> str:
     return format(v, spec)
 
 
+_BF16_NOTES = {"avx512_bf16": " (AVX512-BF16 without AMX: bf16 is slower than fp32, so the fast paths stay fp32)",
+               "none": " (no bf16 instructions: emulated, so the fast paths stay fp32)"}
+
+
 def format_table(res: dict) -> str:
     """Plain-text summary of :func:`run_benchmarks` results."""
     m, p = res["machine"], res["peak_gflops"]
     lines = [f"machine: {m['cpu']}, {m['cores']} cores, torch {m['torch']} ({m['torch_threads']} threads), "
-             f"native bf16: {m['native_bf16']}, load avg {_fmt((m.get('loadavg_start') or [float('nan')])[0], '.2f')}"
+             f"bf16: {m.get('bf16_support', m['native_bf16'])}, load avg {_fmt((m.get('loadavg_start') or [float('nan')])[0], '.2f')}"
              f" -> {_fmt((m.get('loadavg_end') or [float('nan')])[0], '.2f')}",
              f"peak matmul (best of torch.mm and a 1x1 conv): fp32 {p['fp32']:.0f} GFLOP/s, "
              f"bf16 {p['bf16']:.0f} GFLOP/s"
-             + ("" if m["native_bf16"] else " (no bf16 matrix units: emulated, so the fast paths stay fp32)"),
+             + _BF16_NOTES.get(m.get("bf16_support"), ""),
              "",
              f"{'figure':<12} {'reference ms':>13} {'fast ms':>9} {'speedup':>8} {'target':>7}  {'ok':<4} "
              f"{'ref %peak':>9} {'fast %peak':>10}  checks"]

@@ -141,9 +141,9 @@ def _train_parser(sub) -> None:
     g.add_argument("--cpu", action="store_true", default=None, help="train on the CPU")
     g.add_argument("--device", default=None, help="explicit torch device, e.g. cuda:1")
     g.add_argument("--precision", choices=PRECISIONS, default=None,
-                   help="auto = bf16/fp16 autocast where the device runs it natively, else fp32")
+                   help="auto = bf16/fp16 autocast where the device runs it faster (CUDA, AMX CPUs), else fp32")
     g.add_argument("--channels_last", action=argparse.BooleanOptionalAction, default=None,
-                   help="channels-last memory format (default: on for CUDA and CPUs with bf16 matrix units)")
+                   help="channels-last memory format (default: on for CUDA and AMX CPUs)")
     g.add_argument("--limit_train", type=_nonneg_int, default=None, help="use only the first N training images")
     g.add_argument("--limit_val", type=_nonneg_int, default=None, help="use only the first N validation images")
     g.add_argument("--log_every", type=_nonneg_int, default=None,

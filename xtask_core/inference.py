@@ -3,8 +3,8 @@
 Paths (``Predictor.path`` says which one runs):
 
 - ``fast=True`` on CPU: a private deep copy of the model with every BatchNorm folded into its
-  conv (in float64), channels-last, with bf16 weights where the CPU has native bf16 matrix units
-  (AMX / AVX512-BF16; ``precision="auto"``), fp32 elsewhere. Its convolutions are fused with
+  conv (in float64), channels-last, with bf16 weights where the CPU has AMX (``precision="auto"``;
+  AVX512-BF16 alone runs bf16 slower than fp32), fp32 elsewhere. Its convolutions are fused with
   their ReLU / residual add and run as oneDNN calls on pre-packed weights, and the decoders'
   1×1 heads run before their last upsampling (:func:`~xtask_core.fastpath.fuse_for_cpu`;
   eager). Where the fused ops are missing, the copy runs as a traced + frozen + oneDNN-optimised
