@@ -388,3 +388,26 @@ def test_fused_predictor_batches_and_odd_sizes(tiny_model):
             assert torch.allclose(a, b, rtol=1e-4, atol=1e-4)
     seg, seg_t, depth, depth_t = p.forward(torch.randn(1, 3, 64, 64), direct_only=True)
     assert seg_t is None and depth_t is None and seg.shape == (1, 7, 64, 64)
+
+
+def test_fusion_failure_falls_back_to_an_unfused_copy_with_the_same_answers(tiny_model, monkeypatch):
+    from xtask_core import fastpath
+
+    if not fastpath.fusion_available():
+        pytest.skip("this torch build has no oneDNN fused convolution ops")
+    x = _smooth_input()
+    ref = Predictor(tiny_model, device="cpu", precision="fp32", fast=False).forward(x)
+
+    def broken_forward(self, x, other=None):  # the private op failing at run time on some build
+        raise RuntimeError("mkldnn op not supported")
+
+    monkeypatch.setattr(fastpath.FusedConv2d, "forward", broken_forward)
+    p = Predictor(tiny_model, device="cpu", precision="fp32")
+    assert p.fused == 0 and p.fallback_reason == "conv fusion failed: RuntimeError"
+    assert "conv fusion failed" in p.path
+    assert not any(isinstance(m, fastpath.FusedConv2d) for m in p._net.modules())
+    for a, b in zip(p.forward(x), ref):
+        assert torch.allclose(a, b, rtol=1e-4, atol=1e-5)
+    before = {k: v.clone() for k, v in tiny_model.state_dict().items()}
+    Predictor(tiny_model, device="cpu", precision="fp32")  # the shared model is never touched
+    assert all(torch.equal(before[k], v) for k, v in tiny_model.state_dict().items())

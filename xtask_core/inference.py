@@ -307,7 +307,6 @@ class Predictor:
 
     __call__ = forward
 
-
     def warmup(self, size: tuple[int, int] | None = None, batch: int = 1) -> None:
         """Build the graph for ``batch``×3×size now (default: the model's size), so the first real
         request does not pay for tracing (≈0.1-1 s on CPU)."""
