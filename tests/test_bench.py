@@ -48,7 +48,7 @@ def test_quick_bench_json_keys(quick_results):
     assert set(res["peak_gflops"]) == {"fp32", "bf16"} and res["peak_gflops"]["fp32"] > 0
     detail = res["peak_gflops_detail"]
     assert res["peak_gflops"]["fp32"] == max(detail["matmul_fp32"], detail["conv1x1_fp32"])
-    assert {"cpu", "cores", "torch_threads", "native_bf16"} <= set(res["machine"])
+    assert {"cpu", "cores", "torch_threads", "native_bf16", "bf16_support"} <= set(res["machine"])
     figs = res["figures"]
     assert set(figs) == {"inference", "demo_model", "train_step", "metrics", "eval_split"}
     for name, f in figs.items():

@@ -503,11 +503,11 @@ def _machine() -> dict:
             if line.startswith("model name"):
                 cpu = line.split(":", 1)[1].strip()
                 break
-    from .precision import cpu_bf16_support, cpu_has_native_bf16, cpu_prefers_bf16
+    from .precision import cpu_bf16_support
 
+    bf16 = cpu_bf16_support()
     return {"cpu": cpu, "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
-            "torch": torch.__version__, "native_bf16": cpu_has_native_bf16(),
-            "bf16_support": cpu_bf16_support(), "auto_bf16": cpu_prefers_bf16(),
+            "torch": torch.__version__, "native_bf16": bf16 != "none", "bf16_support": bf16,
             "loadavg_start": list(os.getloadavg()) if hasattr(os, "getloadavg") else None}
 
 
@@ -521,11 +521,9 @@ def run_benchmarks(quick: bool = False, log: Callable[[str], None] | None = None
     t0 = time.perf_counter()
     res: dict[str, Any] = {"quick": quick, "machine": _machine()}
     log("measuring peak matmul / 1x1-conv throughput")
-    from .precision import cpu_has_native_bf16
-
     # Without bf16 matrix units torch emulates bf16 matmuls at ≈ 1 GFLOP/s: a 2048² product
     # would take minutes, and a 256² one measures the same emulated rate.
-    native_bf16 = cpu_has_native_bf16()
+    native_bf16 = res["machine"]["native_bf16"]
     bf16_n = s.matmul_n if native_bf16 else min(s.matmul_n, 256)
     conv_c, conv_hw = (1024, 64) if s.matmul_n >= 1024 else (64, 16)
     detail = {"matmul_fp32": peak_matmul_gflops(torch.float32, s.matmul_n),
@@ -572,11 +570,11 @@ def format_table(res: dict) -> str:
     """Plain-text summary of :func:`run_benchmarks` results."""
     m, p = res["machine"], res["peak_gflops"]
     lines = [f"machine: {m['cpu']}, {m['cores']} cores, torch {m['torch']} ({m['torch_threads']} threads), "
-             f"bf16: {m.get('bf16_support', m['native_bf16'])}, load avg {_fmt((m.get('loadavg_start') or [float('nan')])[0], '.2f')}"
+             f"bf16: {m['bf16_support']}, load avg {_fmt((m.get('loadavg_start') or [float('nan')])[0], '.2f')}"
              f" -> {_fmt((m.get('loadavg_end') or [float('nan')])[0], '.2f')}",
              f"peak matmul (best of torch.mm and a 1x1 conv): fp32 {p['fp32']:.0f} GFLOP/s, "
              f"bf16 {p['bf16']:.0f} GFLOP/s"
-             + _BF16_NOTES.get(m.get("bf16_support"), ""),
+             + _BF16_NOTES.get(m["bf16_support"], ""),
              "",
              f"{'figure':<12} {'reference ms':>13} {'fast ms':>9} {'speedup':>8} {'target':>7}  {'ok':<4} "
              f"{'ref %peak':>9} {'fast %peak':>10}  checks"]
