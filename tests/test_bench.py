@@ -78,3 +78,18 @@ def test_bench_script_help(repo_root):
     out = subprocess.run([sys.executable, str(repo_root / "bench" / "run.py"), "--help"],
                          capture_output=True, text=True, timeout=60)
     assert out.returncode == 0 and "--json" in out.stdout
+
+
+@pytest.mark.parametrize("where", ["a directory", "under a file"])
+def test_bad_json_path_refused_before_the_run(tmp_path, monkeypatch, where):
+    from xtask_core.errors import XTaskError
+
+    target = tmp_path if where == "a directory" else tmp_path / "notes.txt" / "bench.json"
+    (tmp_path / "notes.txt").write_text("keep me")
+    ran = []
+    monkeypatch.setattr(bench, "run_benchmarks", lambda **kw: ran.append(kw))
+    with pytest.raises(XTaskError, match="directory"):
+        bench.main(json_path=str(target), quick=True)
+    assert ran == []  # refused before minutes of benchmarking, not after
+    assert (tmp_path / "notes.txt").read_text() == "keep me"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt"]  # no temporary file left

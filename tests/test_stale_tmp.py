@@ -122,3 +122,13 @@ def test_trainer_removes_stale_tmp_on_start_and_resume(synth_root, tmp_path, mon
     assert summary["status"] == "done" and summary["step"] == 2
     assert not any(p.exists() for p in stale)
     assert sorted(p.name for p in run.iterdir() if atomic_tmp_target(p)) == [".job.json.cccccccc.tmp"]
+
+
+def test_atomic_write_onto_a_directory_is_one_clear_error(tmp_path):
+    from xtask_core.errors import XTaskError
+
+    (tmp_path / "out").mkdir()
+    with pytest.raises(XTaskError, match="is a directory, not a file"):
+        with atomic_path(tmp_path / "out"):
+            raise AssertionError("must not be reached")
+    assert [p.name for p in tmp_path.iterdir()] == ["out"] and not any((tmp_path / "out").iterdir())

@@ -616,10 +616,13 @@ def main(json_path: str | os.PathLike | None = None, quick: bool = False) -> int
     def log(msg: str) -> None:
         print(f"[bench] {msg}", file=sys.stderr, flush=True)
 
+    from .utils import atomic_write_text, check_output_file
+
+    if json_path:
+        check_output_file(json_path)  # before a run of minutes, not after it
     res = run_benchmarks(quick=quick, log=log)
     print(format_table(res))
     if json_path:
-        from .utils import atomic_write_text
 
         atomic_write_text(json_path, json.dumps(res, indent=2, default=float))
     return 0

@@ -82,6 +82,21 @@ def remove_stale_tmp(folder: str | os.PathLike, owned: tuple[str, ...] | frozens
     return sorted(removed)
 
 
+def check_output_file(path: str | os.PathLike) -> Path:
+    """Refuse, with one line, a file path that cannot be written: an existing directory, or one
+    whose nearest existing ancestor is not a writable directory. Long-running callers check
+    before they start, so a mistyped output path does not cost the run."""
+    path = Path(path)
+    if path.is_dir():
+        raise XTaskError(f"{path} is a directory, not a file")
+    parent = path.parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
+        raise XTaskError(f"cannot write {path}: {parent} is not a writable directory")
+    return path
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike, overwrite: bool = True) -> Iterator[Path]:
     """Yield a temporary path next to ``path``; on success rename it onto ``path``.
@@ -91,7 +106,7 @@ def atomic_path(path: str | os.PathLike, overwrite: bool = True) -> Iterator[Pat
     ``.<name>.<random>.tmp`` stays until :func:`remove_stale_tmp` deletes it.) With ``overwrite=False`` an existing ``path``
     is refused before anything is written.
     """
-    path = Path(path)
+    path = check_output_file(path)
     if not overwrite and path.exists():
         raise XTaskError(f"refusing to overwrite existing file {path}")
     path.parent.mkdir(parents=True, exist_ok=True)
