@@ -36,7 +36,7 @@ Public helpers (stable; teammates' pages import them):
 - ``download_png(label, rgb, file_name, key)``, ``download_csv(label, df, file_name, key)``,
   ``download_pngs(panels, key)`` (an expander of PNG buttons): figures are downloaded as the
   array they show (viz colours, same ranges).
-- Charts (figures from ``xtask_core.figures``; this module only sizes and places them):
+- Charts (figures from ``xtask_core.viz.figures``; this module only sizes and places them):
   ``seg_chart``, ``depth_chart``, ``value_chart``, ``rgb_chart`` (each returns the PNG-ready
   array it shows), ``point_cloud_chart``, ``chart`` (curves / bars / matrices), ``class_legend``,
   ``seg_pair_hover``, ``show_figure``; ``depth_unit(state)``; ``subset(state, n)``.
@@ -59,8 +59,9 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 if str(REPO_ROOT) not in sys.path:  # standalone `streamlit run app_pages/x.py` from elsewhere
     sys.path.insert(0, str(REPO_ROOT))
 
-from xtask_core import explore, kernels  # noqa: E402
+from xtask_core import explore  # noqa: E402
 from xtask_core.errors import XTaskError  # noqa: E402
+from xtask_core.evaluate import kernels  # noqa: E402
 
 kernels.warm_in_background()  # the metric kernels load (or compile, once per machine) while the model does
 
@@ -120,7 +121,7 @@ class ModelState:
     label: str
     path: Path
     loaded: object      # xtask_core.checkpoint.Loaded (model in eval mode, shared: never mutate)
-    predictor: object   # xtask_core.inference.Predictor
+    predictor: object   # xtask_core.inference.predictor.Predictor
 
     @property
     def meta(self) -> dict:
@@ -144,7 +145,9 @@ class ModelState:
         pal = self.meta.get("palette")
         if pal is not None and len(pal) >= self.num_classes:
             return np.asarray(pal, dtype=np.uint8)[: self.num_classes]
-        from xtask_core.data import labels  # fallback: a fixed palette for unknown datasets
+        from xtask_core.data import (
+            labels,  # fallback: a fixed palette for unknown datasets
+        )
         return labels.palette("cityscapes" if self.num_classes in (7, 19) else "nyuv2",
                               self.num_classes)
 
@@ -170,7 +173,7 @@ def _file_key(path: Path) -> tuple[str, float, int]:
 def _load_cached(path: str, mtime: float, size: int):
     # mtime and size are part of the cache key: a retrained file at the same path reloads.
     from xtask_core.checkpoint import load_checkpoint
-    from xtask_core.inference import Predictor
+    from xtask_core.inference.predictor import Predictor
     loaded = load_checkpoint(path)
     return loaded, Predictor(loaded)
 
@@ -392,7 +395,7 @@ def _load_sample(image: str, label: str | None, disparity: str | None, num_class
 
 @st.cache_data(max_entries=64, show_spinner=False)
 def _load_upload(data: bytes):
-    from xtask_core.images import load_image
+    from xtask_core.io.images import load_image
     return load_image(data)
 
 
@@ -455,7 +458,7 @@ def image_picker(state: ModelState, key: str, sources=("Sample", "Dataset split"
 # --------------------------------------------------------------------------- downloads
 def png_bytes(rgb: np.ndarray) -> bytes:
     """PNG encoding of an H×W×3 (or H×W) uint8 array."""
-    from xtask_core.images import to_png_bytes
+    from xtask_core.io.images import to_png_bytes
     return to_png_bytes(np.ascontiguousarray(rgb))
 
 
@@ -484,12 +487,12 @@ def download_pngs(panels: dict[str, np.ndarray], key: str, per_row: int = 4) -> 
 
 
 # --------------------------------------------------------------------------- panels and charts
-# Figures come from xtask_core.figures (interactive, hover values, colour bars in real units);
-# the PNGs offered for download come from xtask_core.viz with the same colour maps and ranges.
+# Figures come from xtask_core.viz.figures (interactive, hover values, colour bars in real units);
+# the PNGs offered for download come from xtask_core.viz.colour with the same colour maps and ranges.
 # What stays here is layout glue: figure height from the image's aspect ratio, a shared chart
 # style, and the mapping from a ModelState to class names / palette / depth units.
 def _cmaps() -> list[str]:
-    from xtask_core.viz import COLORMAPS
+    from xtask_core.viz.colour import COLORMAPS
     return list(COLORMAPS)
 
 
@@ -519,7 +522,7 @@ def depth_unit(state: ModelState) -> str:
 def prediction_panels(state: ModelState, pred, cmap: str = "magma") -> dict[str, np.ndarray]:
     """Colourised H×W×3 uint8 panels ``seg``, ``seg_t``, ``depth``, ``depth_t`` of a Prediction
     (depth maps share one colour range)."""
-    from xtask_core import viz
+    from xtask_core.viz import colour as viz
     vmin, vmax = depth_range(state, pred)
     return {"seg": viz.colorize_seg(pred.seg, state.palette),
             "seg_t": viz.colorize_seg(pred.seg_t, state.palette),
@@ -553,7 +556,7 @@ def _image_like_figure(kind: str, ncols: int, args: tuple, kwargs: tuple):
     # Building a figure with per-pixel hover text costs ~0.1 s (plotly validates every array);
     # display-only reruns (opacity, panels, page switches) reuse it. Keyed by content: Streamlit
     # hashes the arrays. Shared by all sessions, so the figure is never mutated after this.
-    from xtask_core import figures
+    from xtask_core.viz import figures
     fig = getattr(figures, _BUILDERS[kind])(*args, **dict(kwargs))
     extra_px = 0
     if kind == "heatmap":
@@ -562,7 +565,7 @@ def _image_like_figure(kind: str, ncols: int, args: tuple, kwargs: tuple):
 
 
 def show_figure(kind: str, *args, key: str | None = None, ncols: int = 3, **kwargs) -> None:
-    """Build (cached) and draw ``xtask_core.figures.<image_figure | heatmap_figure |
+    """Build (cached) and draw ``xtask_core.viz.figures.<image_figure | heatmap_figure |
     seg_overlay_figure>(*args, **kwargs)`` sized to the image's aspect ratio and ``ncols``."""
     fig = _image_like_figure(kind, ncols, args, tuple(sorted(kwargs.items())))
     st.plotly_chart(fig, key=key, config={"displaylogo": False})
@@ -585,7 +588,7 @@ def class_legend(state: ModelState, labels: np.ndarray | None = None) -> None:
 
 
 def _class_names(state: ModelState, labels: np.ndarray) -> np.ndarray:
-    from xtask_core.figures import class_name_map
+    from xtask_core.viz.figures import class_name_map
     return class_name_map(labels, state.class_names, state.ignore_index, ignore_name="void")
 
 
@@ -594,7 +597,7 @@ def seg_chart(state: ModelState, labels: np.ndarray, title: str, rgb: np.ndarray
     """Plot an h×w label map (class name on hover), optionally blended over ``rgb`` (any size,
     resized to the labels) with opacity ``alpha``; void pixels show the plain image (black
     without one). Returns the h×w×3 uint8 image shown (for downloads)."""
-    from xtask_core import viz
+    from xtask_core.viz import colour as viz
     labels = np.asarray(labels)
     seg_rgb = viz.colorize_seg(labels, state.palette, ignore_index=state.ignore_index)
     if rgb is None:
@@ -615,7 +618,7 @@ def value_chart(values: np.ndarray, title: str, units: str, cmap: str = "inferno
     gap) with a horizontal colour bar in those units; ``hover`` adds named h×w maps under the
     cursor. ``None`` range ends are the robust 1–99 % range. Returns the PNG-ready h×w×3 uint8
     colouring of the same map and range (no-data pixels black)."""
-    from xtask_core import viz
+    from xtask_core.viz import colour as viz
     v = np.asarray(values, np.float32)
     if vmin is None or vmax is None:
         lo, hi = viz.auto_range(v, valid)
@@ -635,7 +638,7 @@ def depth_chart(state: ModelState, depth: np.ndarray, title: str, cmap: str, vmi
     if not (d > 0).any():   # e.g. an untrained model: say so instead of drawing an empty box
         st.markdown(f"**{title}**")
         st.info("No pixel has a positive depth value, so there is nothing to draw.")
-        from xtask_core import viz
+        from xtask_core.viz import colour as viz
         return viz.colorize_values(d, cmap, vmin, vmax, d > 0)
     hover = None
     if state.depth_kind == "disparity":
@@ -663,7 +666,8 @@ def point_cloud_chart(state: ModelState, pred, colour_by: str = "segmentation", 
                       max_points: int = 15000) -> None:
     """The direct depth lifted to 3-D (metres; the Cityscapes camera for disparity models, an
     assumed 60° field of view for metric ones), coloured by the direct segmentation or the image."""
-    from xtask_core import figures, viz
+    from xtask_core.viz import colour as viz
+    from xtask_core.viz import figures
     h, w = pred.depth.shape
     colours = (viz.colorize_seg(pred.seg, state.palette) if colour_by == "segmentation"
                else pred.input_rgb)

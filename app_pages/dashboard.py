@@ -2,7 +2,7 @@
 
 Sources: our run folders (``runs/``, ``checkpoints/``), TensorBoard folders and the original
 code's ``exps/NNN`` folders, found under the repo's runs/ and checkpoints/ plus one folder the
-user types (inside the allowed roots). Reading is :mod:`xtask_core.runlog`'s job; this page
+user types (inside the allowed roots). Reading is :mod:`xtask_core.train.runlog`'s job; this page
 only picks, plots and tabulates. Every source and every chart is drawn inside its own guard,
 so one broken log shows its own error and everything else still renders.
 """
@@ -17,7 +17,8 @@ import pandas as pd  # noqa: E402
 import streamlit as st  # noqa: E402
 
 from app_pages import common  # noqa: E402
-from xtask_core import figures, runlog  # noqa: E402
+from xtask_core.train import runlog  # noqa: E402
+from xtask_core.viz import figures  # noqa: E402
 
 MAX_DEFAULT = 4   # runs selected by default
 # (title, columns to plot, y label). Columns missing from a run are skipped for that run.

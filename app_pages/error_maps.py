@@ -10,7 +10,10 @@ import pandas as pd  # noqa: E402
 import streamlit as st  # noqa: E402
 
 from app_pages import common  # noqa: E402
-from xtask_core import analysis, explore, figures, viz  # noqa: E402
+from xtask_core import explore  # noqa: E402
+from xtask_core.evaluate import analysis  # noqa: E402
+from xtask_core.viz import colour as viz  # noqa: E402
+from xtask_core.viz import figures  # noqa: E402
 
 st.title("Error maps")
 state = common.sidebar()

@@ -1,6 +1,6 @@
 """Fine-tune: continue training the selected checkpoint for a few steps in the background.
 
-Thin page: the job runs as a subprocess (``xtask_core.jobs``) that survives reruns and page
+Thin page: the job runs as a subprocess (``xtask_core.train.jobs``) that survives reruns and page
 switches; an ``st.fragment(run_every=…)`` polls its run folder for progress and curves (no
 threads, no st.* calls from anywhere but the script). The result is a new run folder under
 ``runs/`` (never an existing one) whose ``best.safetensors`` the shared picker lists.
@@ -17,9 +17,11 @@ import pandas as pd  # noqa: E402
 import streamlit as st  # noqa: E402
 
 from app_pages import common  # noqa: E402
-from xtask_core import figures, jobs, viz  # noqa: E402
 from xtask_core.config import DEPTH_LOSSES, TDEP_LOSSES, TSEG_LOSSES  # noqa: E402
 from xtask_core.errors import XTaskError  # noqa: E402
+from xtask_core.train import jobs  # noqa: E402
+from xtask_core.viz import colour as viz  # noqa: E402
+from xtask_core.viz import figures  # noqa: E402
 
 # One fine-tune at a time per app server: on a laptop CPU two would only halve each other's
 # speed, and a fixed owner key lets a reloaded tab re-attach to the running job.

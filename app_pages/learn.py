@@ -10,7 +10,8 @@ import pandas as pd  # noqa: E402
 import streamlit as st  # noqa: E402
 
 from app_pages import common  # noqa: E402
-from xtask_core import analysis, explore  # noqa: E402
+from xtask_core import explore  # noqa: E402
+from xtask_core.evaluate import analysis  # noqa: E402
 
 st.title("Learn: cross-task consistency, hands on")
 state = common.sidebar()

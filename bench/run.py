@@ -1,6 +1,6 @@
 """Run the xtask benchmarks: ``python bench/run.py [--json FILE] [--quick]`` (same as ``xtask bench``).
 
-See :mod:`xtask_core.bench` for what each figure measures.
+See :mod:`xtask_core.tools.bench` for what each figure measures.
 """
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ def main(argv=None) -> int:
     parser.add_argument("--json", default=None, metavar="FILE", help="also write the results as JSON")
     parser.add_argument("--quick", action="store_true", help="tiny sizes (smoke test; numbers mean nothing)")
     args = parser.parse_args(argv)
-    from xtask_core.bench import main as bench_main
+    from xtask_core.tools.bench import main as bench_main
 
     return bench_main(json_path=args.json, quick=args.quick)
 

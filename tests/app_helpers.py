@@ -7,7 +7,6 @@ milliseconds on one CPU core.
 """
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import cv2
@@ -105,7 +104,7 @@ def checkpoint_box(at):
 
 def count_predict_calls(monkeypatch) -> list:
     """Patch Predictor.predict to record each call; returns the (growing) list of calls."""
-    from xtask_core import inference
+    from xtask_core.inference import predictor as inference
     calls = []
     orig = inference.Predictor.predict
 

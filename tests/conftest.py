@@ -38,6 +38,7 @@ def tiny_config():
 @pytest.fixture
 def tiny_model(tiny_config):
     import torch
+
     from xtask_core.model import XTaskNet
     torch.manual_seed(0)
     return XTaskNet(tiny_config).eval()

@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 import torch
 
-from xtask_core import analysis as A
 from xtask_core.errors import XTaskError
+from xtask_core.evaluate import analysis as A
 
 
 def test_depth_error_maps_hand_values():

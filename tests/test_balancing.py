@@ -7,8 +7,8 @@ import math
 import pytest
 import torch
 
-from xtask_core.balancing import BALANCERS, balancer_kind, make_balancer
 from xtask_core.errors import XTaskError
+from xtask_core.train.balancing import BALANCERS, balancer_kind, make_balancer
 
 
 def _roundtrip(state):

@@ -9,7 +9,7 @@ import pytest
 import torch
 from torch import nn
 
-from xtask_core import bench
+from xtask_core.tools import bench
 
 
 def test_count_flops_hand_computed():

@@ -10,11 +10,16 @@ import torch
 from xtask_core.config import IMAGENET_MEAN, IMAGENET_STD
 from xtask_core.data import make_dataset
 from xtask_core.data import transforms as T
-from xtask_core.data.cityscapes import (DISPARITY_CLIP, CityscapesDataset, decode_disparity,
-                                        disparity_to_metres, list_samples)
+from xtask_core.data.cityscapes import (
+    DISPARITY_CLIP,
+    CityscapesDataset,
+    decode_disparity,
+    disparity_to_metres,
+    list_samples,
+)
 from xtask_core.data.nyuv2 import NYUv2Dataset
 from xtask_core.errors import XTaskError
-from xtask_core.images import load_uint16_png
+from xtask_core.io.images import load_uint16_png
 
 
 def write_cityscapes(root, split="val", n=2, h=16, w=32, city="testcity"):
@@ -182,6 +187,7 @@ def test_cityscapes_bad_files_one_line_naming_path(tmp_path):
 def test_cityscapes_reads_exact_values_and_palette_labels(tmp_path):
     """Disparity and label ids reach the dataset bit-exact; palette label PNGs give indices."""
     from PIL import Image
+
     from xtask_core.data.cityscapes import read_sample
 
     root = write_cityscapes(tmp_path / "cs", n=1, h=16, w=32)

@@ -8,7 +8,7 @@ import torch
 
 from xtask_core.config import ModelConfig
 from xtask_core.errors import XTaskError
-from xtask_core.evaluation import evaluate_split
+from xtask_core.evaluate.split import evaluate_split
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")   # tests/conftest.py
 
@@ -73,7 +73,7 @@ def test_fast_agrees_with_exact(model, val_set):
 
 
 def test_exact_path_equals_train_evaluate(model, val_set):
-    from xtask_core.train import evaluate
+    from xtask_core.train.trainer import evaluate
 
     loader = torch.utils.data.DataLoader(val_set, batch_size=2)
     ref = evaluate(model, loader, num_classes=7, ignore_index=250, device="cpu", precision="fp32")
@@ -85,7 +85,7 @@ def test_exact_path_equals_train_evaluate(model, val_set):
 
 
 def test_limit_padding_and_losses(model, val_set):
-    from xtask_core.losses import XTaskLoss
+    from xtask_core.train.losses import XTaskLoss
 
     loss_fn = XTaskLoss(7, ignore_index=250)
     # limit 3 with batch 2: the last batch (1 image) is padded on the fast CPU path, then dropped
@@ -105,7 +105,7 @@ def test_limit_padding_and_losses(model, val_set):
 
 
 def test_cache_skips_decoding_and_workers_give_the_same_result(model, val_set):
-    from xtask_core.inference import Predictor
+    from xtask_core.inference.predictor import Predictor
 
     ds = Counting(val_set)
     pred = Predictor(model, precision="fp32")  # reused: no second trace

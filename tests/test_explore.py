@@ -156,7 +156,7 @@ def test_metric_depth_converts_disparity_and_drops_unusable():
 
 def test_metric_depth_feeds_the_core_point_cloud():
     # 2×4 metres map, one invalid pixel: the core builder back-projects with our intrinsics
-    from xtask_core import figures
+    from xtask_core.viz import figures
     depth = np.full((2, 4), 2.0, np.float32)
     depth[0, 1] = 0.0
     fx, fy, cx, cy = explore.pinhole_intrinsics("depth", 2, 4)

@@ -6,8 +6,9 @@ import pandas as pd
 import plotly.graph_objects as go
 import pytest
 
-from xtask_core import analysis, figures as F
 from xtask_core.errors import XTaskError
+from xtask_core.evaluate import analysis
+from xtask_core.viz import figures as F
 
 PAL = np.array([[128, 64, 128], [70, 70, 70], [0, 0, 142]], np.uint8)
 NAMES = ["road", "building", "car"]

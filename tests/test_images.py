@@ -10,8 +10,14 @@ import pytest
 from PIL import Image
 
 from xtask_core.errors import XTaskError
-from xtask_core.images import (image_size, load_image, load_label_png, load_uint16_png,
-                               to_jpeg_bytes, to_png_bytes)
+from xtask_core.io.images import (
+    image_size,
+    load_image,
+    load_label_png,
+    load_uint16_png,
+    to_jpeg_bytes,
+    to_png_bytes,
+)
 
 
 def _save(im: Image.Image, fmt: str, **kw) -> bytes:
@@ -195,7 +201,7 @@ def test_16bit_rgb_png_scaled_by_257_not_high_byte():
     rgb16[0, :6, 0] = vals
     rgb16[..., 1] = 386
     rgb16[..., 2] = 65535
-    import cv2   # Pillow cannot write 48-bit PNGs; OpenCV writes them (BGR order)
+    import cv2  # Pillow cannot write 48-bit PNGs; OpenCV writes them (BGR order)
     ok, buf = cv2.imencode(".png", np.ascontiguousarray(rgb16[..., ::-1]))
     assert ok
     out = load_image(buf.tobytes())

@@ -10,7 +10,12 @@ import torch
 
 from xtask_core import cli
 from xtask_core.config import ModelConfig
-from xtask_core.importer import find_experiment_block, parse_key_values, scores_from, train_params_from
+from xtask_core.tools.import_xtask_mt import (
+    find_experiment_block,
+    parse_key_values,
+    scores_from,
+    train_params_from,
+)
 
 RESULTS = """==========
 Experiment #006
@@ -99,7 +104,7 @@ def test_import_command_builds_a_readable_run(exp_dir, tmp_path, capsys):
     assert "xtask_mt" in json.dumps(config) and "0.665" in json.dumps(config)
     assert (run / "xtask_mt_results.txt").read_text().startswith("Experiment #007")
 
-    from xtask_core.runlog import read_run
+    from xtask_core.train.runlog import read_run
 
     read = read_run(run)
     assert list(read.metrics["val_loss"]) == [2.5, 1.8, 1.9]

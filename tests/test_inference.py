@@ -10,8 +10,13 @@ from torch import nn
 
 from xtask_core.config import ModelConfig
 from xtask_core.errors import XTaskError
-from xtask_core.fastpath import count_batchnorm, fold_batchnorm, fold_conv_bn, prepare_copy
-from xtask_core.inference import Prediction, Predictor, preprocess_rgb
+from xtask_core.inference.fastpath import (
+    count_batchnorm,
+    fold_batchnorm,
+    fold_conv_bn,
+    prepare_copy,
+)
+from xtask_core.inference.predictor import Prediction, Predictor, preprocess_rgb
 
 
 def _randomise_bn(model: nn.Module, seed: int = 0) -> int:
@@ -340,7 +345,12 @@ def test_concurrent_predictions_are_consistent(tiny_model):
 
 
 def test_cpu_fast_path_fuses_convs_and_keeps_the_reference_answers(tiny_model):
-    from xtask_core.fastpath import FusedBasicBlock, FusedConv2d, LowResHeadDecoder, fusion_available
+    from xtask_core.inference.fastpath import (
+        FusedBasicBlock,
+        FusedConv2d,
+        LowResHeadDecoder,
+        fusion_available,
+    )
 
     if not fusion_available():
         pytest.skip("this torch build has no oneDNN fused convolution ops")
@@ -376,7 +386,7 @@ def test_cpu_fast_path_fuses_convs_and_keeps_the_reference_answers(tiny_model):
 
 
 def test_fused_predictor_batches_and_odd_sizes(tiny_model):
-    from xtask_core.fastpath import fusion_available
+    from xtask_core.inference.fastpath import fusion_available
 
     if not fusion_available():
         pytest.skip("this torch build has no oneDNN fused convolution ops")
@@ -391,7 +401,7 @@ def test_fused_predictor_batches_and_odd_sizes(tiny_model):
 
 
 def test_fusion_failure_falls_back_to_an_unfused_copy_with_the_same_answers(tiny_model, monkeypatch):
-    from xtask_core import fastpath
+    from xtask_core.inference import fastpath
 
     if not fastpath.fusion_available():
         pytest.skip("this torch build has no oneDNN fused convolution ops")

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from xtask_core import jobs
 from xtask_core.errors import XTaskError
+from xtask_core.train import jobs
 
 TIMEOUT_S = 240  # generous: the 2 cores are shared with the whole team
 

@@ -8,8 +8,15 @@ import pytest
 import torch
 
 from xtask_core.errors import XTaskError
-from xtask_core.losses import (DEPTH_LOSS_FNS, TDEP_LOSS_FNS, TSEG_LOSS_FNS, XTaskLoss, masked_mean,
-                               smoothed_one_hot, ssim)
+from xtask_core.train.losses import (
+    DEPTH_LOSS_FNS,
+    TDEP_LOSS_FNS,
+    TSEG_LOSS_FNS,
+    XTaskLoss,
+    masked_mean,
+    smoothed_one_hot,
+    ssim,
+)
 
 LN = math.log
 

@@ -7,7 +7,11 @@ import pytest
 import torch
 
 from xtask_core.errors import XTaskError
-from xtask_core.metrics import SegDepthMetrics, consistency_energy, reference_metrics_loop
+from xtask_core.evaluate.metrics import (
+    SegDepthMetrics,
+    consistency_energy,
+    reference_metrics_loop,
+)
 
 LN = math.log
 
@@ -259,7 +263,7 @@ def test_non_finite_depth_takes_the_exact_path(monkeypatch, backend):
 
 # ---------------------------------------------------------------- compiled kernels: threads, fallback
 def test_compiled_kernels_split_over_threads_give_the_same_counts(monkeypatch):
-    from xtask_core import kernels
+    from xtask_core.evaluate import kernels
 
     assert kernels.available(), kernels.unavailable_reason()  # numba is a requirement
     logits, dp, tgt, dt, mask = _hard_batch(11, 3, 7, 50, 70)
@@ -306,7 +310,7 @@ def test_compiled_kernels_are_safe_from_several_threads():
 
 
 def test_without_numba_the_numpy_kernels_take_over(monkeypatch):
-    from xtask_core import kernels
+    from xtask_core.evaluate import kernels
 
     monkeypatch.setattr(kernels, "_state", {"error": "ModuleNotFoundError: No module named 'numba'"})
     assert not kernels.available() and "numba" in kernels.unavailable_reason()
@@ -325,7 +329,7 @@ def test_compiled_argmax_matches_torch_on_float_edge_cases():
     # exact ties must order as torch.argmax orders them (first maximum wins)
     import numpy as np
 
-    from xtask_core import kernels
+    from xtask_core.evaluate import kernels
 
     tiny = float(np.nextafter(np.float32(0), np.float32(1)))
     cols = [[-0.0, 0.0], [0.0, -0.0], [1.0, 1.0], [-np.inf, -np.inf], [-np.inf, -1e30], [np.inf, np.inf],
@@ -346,7 +350,7 @@ def test_compiled_argmax_matches_torch_on_float_edge_cases():
 
 
 def test_warm_in_background_is_idempotent_and_leaves_kernels_ready():
-    from xtask_core import kernels
+    from xtask_core.evaluate import kernels
 
     kernels.warm_in_background()
     kernels.warm_in_background()  # a second call starts nothing new

@@ -7,7 +7,13 @@ import torchvision
 
 from xtask_core.config import ModelConfig
 from xtask_core.errors import XTaskError
-from xtask_core.model import Decoder, ResNetEncoder, TaskTransferNet, XTaskNet, encoder_widths
+from xtask_core.model import (
+    Decoder,
+    ResNetEncoder,
+    TaskTransferNet,
+    XTaskNet,
+    encoder_widths,
+)
 
 
 def _tiny(**kw) -> ModelConfig:

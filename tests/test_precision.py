@@ -5,8 +5,14 @@ import pytest
 import torch
 
 from xtask_core.errors import XTaskError
-from xtask_core.precision import (autocast, cpu_bf16_support, cpu_has_native_bf16, cpu_prefers_bf16, grad_scaler,
-                                  resolve_precision)
+from xtask_core.inference.precision import (
+    autocast,
+    cpu_bf16_support,
+    cpu_has_native_bf16,
+    cpu_prefers_bf16,
+    grad_scaler,
+    resolve_precision,
+)
 
 
 def test_resolve_on_cpu():
@@ -56,7 +62,7 @@ def test_cpu_bf16_probe_is_consistent():
 
 def test_auto_precision_is_fp32_on_avx512_bf16_without_amx(monkeypatch):
     # bf16 without AMX tiles measured slower than fp32 (conv 145 vs 206-240 GFLOP/s): auto must not pick it
-    from xtask_core import precision
+    from xtask_core.inference import precision
 
     for kind, expected in (("amx", "bf16"), ("avx512_bf16", "fp32"), ("none", "fp32")):
         monkeypatch.setattr(precision, "cpu_bf16_support", lambda k=kind: k)
@@ -66,7 +72,7 @@ def test_auto_precision_is_fp32_on_avx512_bf16_without_amx(monkeypatch):
 
 
 def test_channels_last_auto_follows_the_hardware(monkeypatch):
-    from xtask_core import precision
+    from xtask_core.inference import precision
 
     assert precision.resolve_channels_last("cpu", True) is True  # an explicit choice is kept
     assert precision.resolve_channels_last("cpu", False) is False

@@ -28,8 +28,9 @@ import pytest
 from PIL import Image
 
 from tests import bad_files as bf
-from xtask_core import cli, jobs
+from xtask_core import cli
 from xtask_core.errors import XTaskError
+from xtask_core.train import jobs
 
 ENV = dict(os.environ, OMP_NUM_THREADS="1", XTASK_NO_TQDM="1", PYTHONUNBUFFERED="1")
 ENV.pop("XTASK_DEBUG", None)  # the one-line contract is what users get
@@ -426,7 +427,7 @@ def test_symlinked_run_folder_outside_the_root_is_refused(tiny_ckpt, synth_root,
 
 # =========================================================================== logs
 def test_each_broken_log_source_errors_alone(trained_run, tmp_path):
-    from xtask_core import runlog
+    from xtask_core.train import runlog
 
     run = tmp_path / "run"
     shutil.copytree(trained_run, run)
@@ -460,7 +461,7 @@ def test_each_broken_log_source_errors_alone(trained_run, tmp_path):
 
 
 def test_pickled_npy_in_original_folder_is_refused_not_run(tmp_path):
-    from xtask_core import runlog
+    from xtask_core.train import runlog
 
     marker = tmp_path / "pwned"
     model = tmp_path / "exps" / "003" / "model"
@@ -489,7 +490,7 @@ def test_threads_predict_on_a_shared_model_while_a_finetune_job_runs(tiny_ckpt, 
     import torch
 
     from xtask_core.checkpoint import load_checkpoint
-    from xtask_core.inference import Predictor
+    from xtask_core.inference.predictor import Predictor
 
     base_hash = hashlib.sha256(tiny_ckpt.read_bytes()).hexdigest()
     loaded = load_checkpoint(tiny_ckpt, device="cpu")

@@ -7,8 +7,8 @@ import pickle
 import numpy as np
 import pytest
 
-from xtask_core import runlog as R
 from xtask_core.errors import XTaskError
+from xtask_core.train import runlog as R
 
 RESULTS_TXT = """==========
 Experiment #001

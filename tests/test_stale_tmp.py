@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from xtask_core.utils import atomic_path, atomic_tmp_target, remove_stale_tmp
+from xtask_core.io.atomic import atomic_path, atomic_tmp_target, remove_stale_tmp
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")   # tests/conftest.py
 
@@ -18,7 +18,7 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")   # tests/conftest.py
 # would do it: atomic_path's clean-up never runs.
 KILLED_WRITER = """
 import os, signal, sys
-from xtask_core.utils import atomic_path
+from xtask_core.io.atomic import atomic_path
 with atomic_path(sys.argv[1]) as tmp:
     tmp.write_bytes(b"half a checkpoint")
     os.kill(os.getpid(), signal.SIGKILL)
@@ -57,8 +57,8 @@ def test_remove_stale_tmp_owned_age_and_others(tmp_path):
 
 
 def test_killed_save_leaves_tmp_that_readers_ignore(tmp_path):
-    from xtask_core import explore, runlog
-    from xtask_core.train import has_checkpoints
+    from xtask_core import explore
+    from xtask_core.train.trainer import has_checkpoints, runlog
 
     run = tmp_path / "runs" / "r1"
     run.mkdir(parents=True)
@@ -94,7 +94,7 @@ def synth_root(tmp_path_factory):
 
 def test_trainer_removes_stale_tmp_on_start_and_resume(synth_root, tmp_path, monkeypatch):
     from xtask_core.config import TrainConfig
-    from xtask_core.train import Trainer
+    from xtask_core.train.trainer import Trainer
 
     monkeypatch.setenv("XTASK_NO_TQDM", "1")
 

@@ -6,8 +6,13 @@ import torch
 
 from xtask_core.config import TrainConfig
 from xtask_core.errors import XTaskError
-from xtask_core.train import LOSS_KEYS, ProgressFile, Trainer, evaluate, read_progress
-
+from xtask_core.train.trainer import (
+    LOSS_KEYS,
+    ProgressFile,
+    Trainer,
+    evaluate,
+    read_progress,
+)
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")   # tests/conftest.py
 
@@ -62,7 +67,7 @@ def test_nan_loss_stops_without_touching_checkpoints(synth_root, tmp_path, monke
     best_before = (run / "best.safetensors").read_bytes()
     last_before = (run / "last.state.pt").read_bytes()
 
-    from xtask_core import losses as losses_mod
+    from xtask_core.train import losses as losses_mod
 
     real_forward = losses_mod.XTaskLoss.forward
 
@@ -132,8 +137,8 @@ def test_evaluate_averages_losses_per_image(synth_root, tiny_config):
     from torch.utils.data import DataLoader
 
     from xtask_core.data import make_dataset
-    from xtask_core.losses import XTaskLoss
     from xtask_core.model import XTaskNet
+    from xtask_core.train.losses import XTaskLoss
 
     ds = make_dataset("cityscapes", str(synth_root), "val", num_classes=7, height=64, width=128)
     torch.manual_seed(0)

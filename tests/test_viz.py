@@ -4,8 +4,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from xtask_core import viz
 from xtask_core.errors import XTaskError
+from xtask_core.viz import colour as viz
 
 PAL = np.array([[128, 64, 128], [70, 70, 70], [0, 0, 142]], np.uint8)
 

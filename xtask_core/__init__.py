@@ -4,8 +4,8 @@ Public entry points (DESIGN §4): :func:`load_checkpoint`, :func:`save_checkpoin
 :class:`XTaskNet`, :class:`ModelConfig`, :class:`TrainConfig`, :class:`XTaskError`.
 Heavier modules (inference, metrics, losses, data, ...) are imported from their submodules.
 """
-from .config import ModelConfig, TrainConfig
-from .errors import XTaskError
+from xtask_core.config import ModelConfig, TrainConfig
+from xtask_core.errors import XTaskError
 
 __version__ = "0.1.0"
 __all__ = ["ModelConfig", "TrainConfig", "XTaskError", "XTaskNet", "load_checkpoint",
@@ -14,9 +14,9 @@ __all__ = ["ModelConfig", "TrainConfig", "XTaskError", "XTaskNet", "load_checkpo
 
 def __getattr__(name):  # lazy, so `import xtask_core` stays cheap for the CLI's --help
     if name == "XTaskNet":
-        from .model import XTaskNet
+        from xtask_core.model import XTaskNet
         return XTaskNet
     if name in ("load_checkpoint", "save_checkpoint", "Loaded"):
-        from . import checkpoint
+        from xtask_core import checkpoint
         return getattr(checkpoint, name)
     raise AttributeError(f"module 'xtask_core' has no attribute {name!r}")

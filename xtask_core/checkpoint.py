@@ -35,9 +35,10 @@ from typing import Any, Iterable, Mapping
 
 import torch
 
-from .config import DATASET_DEFAULTS, ModelConfig
-from .errors import XTaskError
-from .utils import atomic_path, default_device
+from xtask_core.config import DATASET_DEFAULTS, ModelConfig
+from xtask_core.device import default_device
+from xtask_core.errors import XTaskError
+from xtask_core.io.atomic import atomic_path
 
 FORMAT = "xtask/1"
 TRAIN_STATE_FORMAT = "xtask-train/1"
@@ -298,7 +299,7 @@ def default_meta(num_classes: int, dataset: str | None = None) -> dict:
     names: list[str] | None = None
     colours: list | None = None
     try:
-        from .data import labels
+        from xtask_core.data import labels
 
         names = [str(n) for n in labels.class_names(dataset, num_classes)]
         colours = [[int(c) for c in rgb] for rgb in labels.palette(dataset, num_classes)]
@@ -405,7 +406,7 @@ def infer_config(state: Mapping[str, torch.Tensor]) -> ModelConfig:
       f = 128 is the original ``wider_ttnet`` (64 × 2).
     - height/width: not stored in weights; the dataset defaults for that class count.
     """
-    from .model.encoder import BLOCK_COUNTS
+    from xtask_core.model.encoder import BLOCK_COUNTS
 
     need = ["decoder_segmt.conv6.0.weight", "decoder_segmt.conv1.conv1.0.weight",
             "trans_s2d.enc1.double_conv.0.conv.0.weight", "pretrained_encoder.layer0.0.weight"]
@@ -444,7 +445,7 @@ def infer_config(state: Mapping[str, torch.Tensor]) -> ModelConfig:
 
 # --------------------------------------------------------------------------- loading
 def _build_and_load(config: ModelConfig, state: Mapping[str, Any], where: str) -> torch.nn.Module:
-    from .model import XTaskNet
+    from xtask_core.model import XTaskNet
 
     not_tensors = [k for k, v in state.items() if not isinstance(v, torch.Tensor)]
     if not_tensors:

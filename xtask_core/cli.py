@@ -23,9 +23,18 @@ from dataclasses import fields
 from pathlib import Path
 from typing import Any, Sequence
 
-from .config import DATASET_DEFAULTS, DATASETS, DEPTH_LOSSES, ENC_LAYERS, METHODS, PRECISIONS, \
-    TDEP_LOSSES, TSEG_LOSSES, TrainConfig
-from .errors import XTaskError
+from xtask_core.config import (
+    DATASET_DEFAULTS,
+    DATASETS,
+    DEPTH_LOSSES,
+    ENC_LAYERS,
+    METHODS,
+    PRECISIONS,
+    TDEP_LOSSES,
+    TSEG_LOSSES,
+    TrainConfig,
+)
+from xtask_core.errors import XTaskError
 
 PROG = "xtask"
 ARCH_FLAGS = ("enc_layers", "num_classes", "mid_features", "ttnet_features", "wider_ttnet",
@@ -155,7 +164,7 @@ def _train_parser(sub) -> None:
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog=PROG, description="Cross-task consistency multi-task learning "
                                             "(semantic segmentation + depth): train, evaluate, predict.")
-    from . import __version__
+    from xtask_core import __version__
 
     parser.add_argument("--version", action="version", version=f"xtask {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
@@ -227,7 +236,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 # --------------------------------------------------------------------------- synth
 def cmd_synth(args) -> int:
-    from .data import synthetic
+    from xtask_core.data import synthetic
 
     if args.height % 32 or args.width % 32:
         raise XTaskError(f"--height and --width must be multiples of 32, got {args.height}x{args.width}")
@@ -267,7 +276,7 @@ def train_config_from_args(args) -> TrainConfig:
     if args.resume:
         if not args.out:
             raise XTaskError("--resume needs --out RUN_DIR (the run to continue)")
-        from .checkpoint import load_train_state
+        from xtask_core.checkpoint import load_train_state
 
         state_path = Path(args.out) / "last.state.pt"
         if not state_path.exists():
@@ -285,7 +294,7 @@ def train_config_from_args(args) -> TrainConfig:
         return TrainConfig.from_dict(values)
     dataset = given.pop("dataset", None) or "synthetic"
     if given.get("init_checkpoint"):
-        from .checkpoint import load_checkpoint
+        from xtask_core.checkpoint import load_checkpoint
 
         loaded = load_checkpoint(given["init_checkpoint"], device="cpu")
         for name in ARCH_FLAGS + ("height", "width"):
@@ -296,7 +305,7 @@ def train_config_from_args(args) -> TrainConfig:
 
 
 def cmd_train(args) -> int:
-    from .train import Trainer
+    from xtask_core.train.trainer import Trainer
 
     if args.notqdm:
         os.environ["XTASK_NO_TQDM"] = "1"
@@ -343,7 +352,7 @@ def _clean(value: Any) -> Any:
 
 
 def _device(args):
-    from .utils import default_device
+    from xtask_core.device import default_device
 
     if args.cpu:
         return default_device("cpu")
@@ -357,13 +366,13 @@ def evaluate_checkpoint(checkpoint: str, *, dataset: str | None = None, input_pa
                         exact: bool = False) -> dict[str, Any]:
     """Evaluate ``checkpoint`` on a dataset split → JSON-ready dict (see ``xtask eval --help``).
 
-    Runs :func:`xtask_core.evaluation.evaluate_split`: the fast path at ``precision`` by default,
+    Runs :func:`xtask_core.evaluate.split.evaluate_split`: the fast path at ``precision`` by default,
     the model itself in eager fp32 with ``exact=True``.
     """
-    from .checkpoint import load_checkpoint
-    from .evaluation import evaluate_split
-    from .losses import XTaskLoss
-    from .train import make_split
+    from xtask_core.checkpoint import load_checkpoint
+    from xtask_core.evaluate.split import evaluate_split
+    from xtask_core.train.losses import XTaskLoss
+    from xtask_core.train.trainer import make_split
 
     loaded = load_checkpoint(checkpoint, device=device)
     dev = next(loaded.model.parameters()).device
@@ -446,7 +455,7 @@ def cmd_eval(args) -> int:
         _out(f"  {name:<{width}}  {_fmt(value)}")
     _out("  IoU per class: " + ", ".join(f"{k} {_fmt(v)}" for k, v in res["iou_per_class"].items()))
     if args.json:
-        from .utils import atomic_write_text
+        from xtask_core.io.atomic import atomic_write_text
 
         atomic_write_text(args.json, json.dumps(res, indent=2))
         _out(f"wrote {args.json}")
@@ -459,7 +468,7 @@ def _predict_arrays(loaded, rgb, device, precision: str, size):
     import numpy as np
 
     try:
-        from .inference import Predictor
+        from xtask_core.inference.predictor import Predictor
     except ImportError:
         Predictor = None
     if Predictor is not None:
@@ -471,7 +480,7 @@ def _predict_arrays(loaded, rgb, device, precision: str, size):
     import torch
     from PIL import Image
 
-    from .data.transforms import normalize_image
+    from xtask_core.data.transforms import normalize_image
 
     h, w = size
     small = np.array(Image.fromarray(rgb).resize((w, h), Image.BILINEAR))  # writable copy
@@ -492,9 +501,9 @@ def predict_image(loaded, image_path: str, out_dir: Path, *, device, precision: 
     """
     import numpy as np
 
-    from . import viz
-    from .images import load_image, to_png_bytes
-    from .utils import atomic_write_bytes, atomic_write_text
+    from xtask_core.io.atomic import atomic_write_bytes, atomic_write_text
+    from xtask_core.io.images import load_image, to_png_bytes
+    from xtask_core.viz import colour as viz
 
     # writable copy: torch warns on read-only arrays
     rgb = np.array(load_image(image_path) if rgb is None else rgb)
@@ -556,7 +565,7 @@ def predict_image(loaded, image_path: str, out_dir: Path, *, device, precision: 
 
 
 def cmd_predict(args) -> int:
-    from .images import load_image
+    from xtask_core.io.images import load_image
 
     stems = [Path(p).stem for p in args.image]
     if len(set(stems)) != len(stems):
@@ -564,8 +573,10 @@ def cmd_predict(args) -> int:
     # Decode every image before loading the model: a bad file fails in a fraction of a second
     # and before any output is written (not after the earlier images' results).
     images = [load_image(p) for p in args.image]
-    from .checkpoint import load_checkpoint  # imports torch: only once the inputs are known good
-    from .precision import resolve_precision
+    from xtask_core.checkpoint import (
+        load_checkpoint,  # imports torch: only once the inputs are known good
+    )
+    from xtask_core.inference.precision import resolve_precision
 
     dev = _device(args)
     prec = resolve_precision(dev, args.precision)
@@ -586,7 +597,7 @@ def cmd_predict(args) -> int:
 
 # --------------------------------------------------------------------------- import / bench
 def cmd_import(args) -> int:
-    from .importer import import_xtask_mt
+    from xtask_core.tools.import_xtask_mt import import_xtask_mt
 
     summary = import_xtask_mt(args.exp_dir, args.out)
     _out(f"imported {args.exp_dir} -> {args.out}: ResNet{summary['model']['enc_layers']}, "
@@ -600,7 +611,7 @@ def cmd_import(args) -> int:
 
 def cmd_bench(args) -> int:
     try:
-        from .bench import main as bench_main
+        from xtask_core.tools.bench import main as bench_main
     except ImportError as err:
         raise XTaskError(f"the benchmark module is not available ({err})") from None
     return int(bench_main(json_path=args.json, quick=args.quick) or 0)

@@ -8,10 +8,10 @@ per-dataset defaults from :data:`DATASET_DEFAULTS`.
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, fields
 from typing import Any, Mapping
 
-from .errors import XTaskError
+from xtask_core.errors import XTaskError
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)

@@ -16,8 +16,10 @@ from typing import Iterable, Mapping, Sequence
 import numpy as np
 import torch
 
-from .errors import XTaskError
-from .viz import resize_nearest  # labels / masks: never invents a class
+from xtask_core.errors import XTaskError
+from xtask_core.viz.colour import (
+    resize_nearest,  # labels / masks: never invents a class
+)
 
 CHECKPOINT_SUFFIXES = (".safetensors", ".pth", ".pt")
 
@@ -151,9 +153,9 @@ def load_sample(image: str | os.PathLike, label: str | os.PathLike | None,
     model units ((p-1)/256², 0 = invalid), both resized nearest to the model input size, or None
     when the file is absent.
     """
-    from .data.cityscapes import decode_disparity
-    from .data.labels import cityscapes_lut
-    from .images import load_image, load_label_png, load_uint16_png
+    from xtask_core.data.cityscapes import decode_disparity
+    from xtask_core.data.labels import cityscapes_lut
+    from xtask_core.io.images import load_image, load_label_png, load_uint16_png
 
     rgb = load_image(image)
     gt_seg = gt_depth = None
@@ -173,10 +175,10 @@ def load_dataset_item(dataset: str, root: str | os.PathLike, split: str, index: 
     ``dataset``: "synthetic" | "cityscapes" (Cityscapes layout) | "nyuv2" (MTAN .npy layout).
     """
     if dataset in ("synthetic", "cityscapes"):
-        from .data.cityscapes import CityscapesDataset
+        from xtask_core.data.cityscapes import CityscapesDataset
         ds = CityscapesDataset(root, split, num_classes=num_classes, height=height, width=width)
     elif dataset == "nyuv2":
-        from .data.nyuv2 import NYUv2Dataset
+        from xtask_core.data.nyuv2 import NYUv2Dataset
         ds = NYUv2Dataset(root, split, height=height, width=width)
     else:
         raise XTaskError(f"unknown dataset {dataset!r} (valid: synthetic, cityscapes, nyuv2)")
@@ -193,7 +195,7 @@ def image_metrics(seg_logits: np.ndarray | None, depth: np.ndarray | None, gt_se
     """SegDepthMetrics of one prediction: seg_logits C×h×w (or h×w labels), depth h×w, targets
     at the same h×w (gt_depth: 0 = invalid). A task whose prediction or target is None is
     skipped and its metrics are NaN."""
-    from .metrics import SegDepthMetrics
+    from xtask_core.evaluate.metrics import SegDepthMetrics
 
     m = SegDepthMetrics(num_classes, ignore_index)
     if seg_logits is not None and gt_seg is not None:
@@ -243,7 +245,7 @@ def pinhole_intrinsics(depth_kind: str, height: int, width: int) -> tuple[float,
     is the image centre in both cases.
     """
     if depth_kind == "disparity":
-        from .data.cityscapes import CITYSCAPES_FX
+        from xtask_core.data.cityscapes import CITYSCAPES_FX
         f = CITYSCAPES_FX * width / 2048.0
     elif depth_kind == "depth":
         f = (width / 2.0) / np.tan(np.radians(NYU_FOV_DEG / 2.0))
@@ -262,7 +264,7 @@ def metric_depth(depth: np.ndarray, depth_kind: str, max_metres: float = 80.0) -
     """
     d = np.asarray(depth, np.float64)
     if depth_kind == "disparity":
-        from .data.cityscapes import disparity_to_metres
+        from xtask_core.data.cityscapes import disparity_to_metres
         z = np.asarray(disparity_to_metres(np.where(np.isfinite(d), d, 0.0)), np.float64)
     elif depth_kind == "depth":
         z = d
@@ -322,7 +324,7 @@ def transfer_from_ground_truth(model: torch.nn.Module, gt_seg: np.ndarray | None
 def apply_corruptions(rgb: np.ndarray, strengths: Mapping[str, float], seed: int = 0) -> np.ndarray:
     """Apply several :func:`analysis.corrupt` corruptions in the order given (e.g. noise, blur,
     occlusion, brightness); zero strengths are skipped. H×W×3 uint8 in and out."""
-    from .analysis import corrupt
+    from xtask_core.evaluate.analysis import corrupt
 
     out = np.asarray(rgb)
     for i, (kind, strength) in enumerate(strengths.items()):
@@ -357,7 +359,7 @@ def energy_error_study(preds: Sequence, gt_segs: Sequence, gt_depths: Sequence, 
     dict when no image had that ground truth. Depth: error = |direct − GT| vs energy =
     |transferred − direct|; seg: error = wrong (0/1) vs energy = KL(direct ‖ transferred).
     """
-    from . import analysis
+    from xtask_core.evaluate import analysis
 
     dep_err, dep_en, seg_err, seg_en = [], [], [], []
     for p, gs, gd in zip(preds, gt_segs, gt_depths):
@@ -387,7 +389,7 @@ def evaluate_predictions(preds: Sequence, gt_segs: Sequence, gt_depths: Sequence
     """SegDepthMetrics over a list of predictions and their ground truth (dataset-level mIoU from
     one confusion matrix, plus the original's per-image mIoU). ``transferred`` scores the
     transferred outputs instead of the direct ones."""
-    from .metrics import SegDepthMetrics
+    from xtask_core.evaluate.metrics import SegDepthMetrics
 
     m = SegDepthMetrics(num_classes, ignore_index)
     for p, gs, gd in zip(preds, gt_segs, gt_depths):

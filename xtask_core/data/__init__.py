@@ -8,16 +8,16 @@ import in generator worker processes.
 """
 from __future__ import annotations
 
-from ..errors import XTaskError
+from xtask_core.errors import XTaskError
 
 
 def _cityscapes(root, split, **kw):
-    from .cityscapes import CityscapesDataset
+    from xtask_core.data.cityscapes import CityscapesDataset
     return CityscapesDataset(root, split, **kw)
 
 
 def _nyuv2(root, split, **kw):
-    from .nyuv2 import NYUv2Dataset
+    from xtask_core.data.nyuv2 import NYUv2Dataset
     return NYUv2Dataset(root, split, **kw)
 
 

@@ -19,10 +19,15 @@ import cv2
 import numpy as np
 from torch.utils.data import Dataset
 
-from ..errors import XTaskError
-from ..images import load_image, load_label_png, load_uint16_png
-from . import labels as L
-from .transforms import augment_rng, random_flip, random_scale_crop, to_item
+from xtask_core.data import labels as L
+from xtask_core.data.transforms import (
+    augment_rng,
+    random_flip,
+    random_scale_crop,
+    to_item,
+)
+from xtask_core.errors import XTaskError
+from xtask_core.io.images import load_image, load_label_png, load_uint16_png
 
 DISPARITY_CLIP = 0.4922            # upper clip of (p-1)/256² used by the original code
 CITYSCAPES_FX = 2262.52            # px, focal length at 2048×1024 (Cityscapes camera files)
@@ -98,7 +103,7 @@ def list_samples(root: str | os.PathLike, split: str) -> list[tuple[Path, Path, 
 def read_sample(img_path, label_path, disp_path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Decode one sample at full size: (rgb uint8 H×W×3, label ids uint8 H×W, disparity uint16 H×W).
 
-    All three go through :mod:`xtask_core.images` (one decoder, the same header pixel cap as
+    All three go through :mod:`xtask_core.io.images` (one decoder, the same header pixel cap as
     uploads: 40 MP, so native 2048×1024 Cityscapes passes). Label ids and disparity values are
     returned exactly as stored (palette label PNGs give their indices). The arrays may be
     read-only views of the decoded buffers (callers here only read them).

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..errors import XTaskError
+from xtask_core.errors import XTaskError
 
 CITYSCAPES_IGNORE = 250   # train id of void pixels (the original's ignore_index)
 NYUV2_IGNORE = -1         # label value of unlabelled pixels in the MTAN NYUv2 copy

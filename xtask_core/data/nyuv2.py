@@ -11,9 +11,14 @@ import cv2
 import numpy as np
 from torch.utils.data import Dataset
 
-from ..errors import XTaskError
-from . import labels as L
-from .transforms import augment_rng, random_flip, random_scale_crop, to_item
+from xtask_core.data import labels as L
+from xtask_core.data.transforms import (
+    augment_rng,
+    random_flip,
+    random_scale_crop,
+    to_item,
+)
+from xtask_core.errors import XTaskError
 
 _LAYOUT = "expected {root}/{split}/image/<i>.npy, {split}/label/<i>.npy and {split}/depth/<i>.npy for i = 0..N-1"
 

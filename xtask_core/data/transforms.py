@@ -28,8 +28,8 @@ import cv2
 import numpy as np
 import torch
 
-from ..config import IMAGENET_MEAN, IMAGENET_STD
-from ..errors import XTaskError
+from xtask_core.config import IMAGENET_MEAN, IMAGENET_STD
+from xtask_core.errors import XTaskError
 
 DEPTH_SCALINGS = ("none", "divide", "multiply")
 _LINEAR_KEYS = ("image",)

@@ -1,8 +1,13 @@
 """XTaskNet and its parts: ResNet encoder, task decoders, task-transfer nets (FACTS §1)."""
-from .decoder import Decoder
-from .encoder import BLOCK_COUNTS, RESNETS, ResNetEncoder, encoder_widths
-from .ttnet import TaskTransferNet
-from .xtasknet import XTaskNet
+from xtask_core.model.decoder import Decoder
+from xtask_core.model.encoder import (
+           BLOCK_COUNTS,
+           RESNETS,
+           ResNetEncoder,
+           encoder_widths,
+)
+from xtask_core.model.ttnet import TaskTransferNet
+from xtask_core.model.xtasknet import XTaskNet
 
 __all__ = ["XTaskNet", "ResNetEncoder", "Decoder", "TaskTransferNet", "encoder_widths",
            "RESNETS", "BLOCK_COUNTS"]

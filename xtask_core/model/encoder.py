@@ -25,8 +25,8 @@ import torch
 from torch import nn
 from torchvision import models
 
-from ..config import ENC_LAYERS
-from ..errors import XTaskError
+from xtask_core.config import ENC_LAYERS
+from xtask_core.errors import XTaskError
 
 # Registry: depth -> torchvision constructor (always called with weights=None).
 RESNETS = {
@@ -58,7 +58,10 @@ def load_pretrained_resnet(resnet: nn.Module, path: str | os.PathLike) -> None:
     ``module.`` prefix is stripped). The classifier (``fc.*``) is optional and ignored. Any other
     missing, unexpected or mis-shaped key raises :class:`XTaskError` naming the keys.
     """
-    from ..checkpoint import read_tensor_file, describe_key_mismatch  # lazy: checkpoint imports model
+    from xtask_core.checkpoint import (  # lazy: checkpoint imports model
+        describe_key_mismatch,
+        read_tensor_file,
+    )
 
     path = Path(path)
     state = read_tensor_file(path)

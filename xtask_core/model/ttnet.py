@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .decoder import init_conv_bn
+from xtask_core.model.decoder import init_conv_bn
 
 
 class ConvUnit(nn.Module):

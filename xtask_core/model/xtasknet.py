@@ -10,11 +10,11 @@ import os
 import torch
 from torch import nn
 
-from ..config import ModelConfig
-from ..errors import XTaskError
-from .decoder import Decoder
-from .encoder import ResNetEncoder
-from .ttnet import TaskTransferNet
+from xtask_core.config import ModelConfig
+from xtask_core.errors import XTaskError
+from xtask_core.model.decoder import Decoder
+from xtask_core.model.encoder import ResNetEncoder
+from xtask_core.model.ttnet import TaskTransferNet
 
 
 class XTaskNet(nn.Module):

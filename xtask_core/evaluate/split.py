@@ -2,11 +2,11 @@
 
 :func:`evaluate_split` = decoding in a thread that runs ahead of the model (or from an in-memory
 cache of decoded items, for repeated evaluation in one process) + the model through
-:class:`~xtask_core.inference.Predictor` (``fast=True``: BN folded, traced/frozen graph, the
+:class:`~xtask_core.inference.predictor.Predictor` (``fast=True``: BN folded, traced/frozen graph, the
 resolved precision; ``fast=False``: the model itself, eager fp32 = the exact reference) +
-:class:`~xtask_core.metrics.SegDepthMetrics`.
+:class:`~xtask_core.evaluate.metrics.SegDepthMetrics`.
 
-It returns the keys of :func:`xtask_core.train.evaluate`: every key of
+It returns the keys of :func:`xtask_core.train.trainer.evaluate`: every key of
 ``SegDepthMetrics.compute()`` (``miou`` = dataset-level, one confusion matrix over the split;
 ``miou_per_image`` = the original's per-image average; depth errors in the dataset's depth unit),
 ``n_images``, and with a ``loss_fn`` ``loss`` + ``loss_<component>`` (mean per image).
@@ -18,7 +18,7 @@ from typing import Any, Callable, Iterator, Mapping, MutableMapping
 import torch
 from torch import nn
 
-from .errors import XTaskError
+from xtask_core.errors import XTaskError
 
 __all__ = ["evaluate_split", "default_workers"]
 
@@ -99,11 +99,11 @@ def evaluate_split(loaded_or_model, dataset, *, batch_size: int = 4, fast: bool 
                    progress: Callable[[int, int], None] | None = None, workers: int | None = None,
                    loss_fn: nn.Module | None = None, device: str | torch.device | None = None,
                    ignore_index: int | None = None) -> dict[str, Any]:
-    """Evaluate a model on ``dataset`` → metrics dict (keys as :func:`xtask_core.train.evaluate`).
+    """Evaluate a model on ``dataset`` → metrics dict (keys as :func:`xtask_core.train.trainer.evaluate`).
 
     Args:
         loaded_or_model: a loaded checkpoint (``.model``, ``.config``, ``.meta``), an XTaskNet, or
-            a ready :class:`~xtask_core.inference.Predictor` (reused as is: its graphs are already
+            a ready :class:`~xtask_core.inference.predictor.Predictor` (reused as is: its graphs are already
             built, and ``fast``/``precision``/``device`` are then ignored).
         dataset: a map-style dataset of items ``image`` 3×H×W float (normalised; H, W multiples of
             32), ``seg`` H×W int64, ``depth`` 1×H×W float (0 = invalid), ``depth_mask`` 1×H×W.
@@ -118,15 +118,15 @@ def evaluate_split(loaded_or_model, dataset, *, batch_size: int = 4, fast: bool 
         progress: optional ``progress(done_images, total_images)`` after every batch.
         workers: decoding threads running ahead of the model (0 = decode in this thread;
             None = :func:`default_workers`).
-        loss_fn: optional :class:`~xtask_core.losses.XTaskLoss` → ``loss``, ``loss_<component>``.
+        loss_fn: optional :class:`~xtask_core.train.losses.XTaskLoss` → ``loss``, ``loss_<component>``.
         device: where to run (None = the model's device).
         ignore_index: label of void pixels (None = ``dataset.ignore_index``, else the checkpoint's).
 
     Returns the keys of ``SegDepthMetrics.compute()`` + ``n_images`` (+ losses), plus
     ``precision`` (resolved) and ``eval_path`` (one line: which model path ran).
     """
-    from .inference import Predictor
-    from .metrics import SegDepthMetrics
+    from xtask_core.evaluate.metrics import SegDepthMetrics
+    from xtask_core.inference.predictor import Predictor
 
     if batch_size < 1:
         raise XTaskError(f"batch_size must be >= 1, got {batch_size}")

@@ -1,8 +1,8 @@
-"""The numba kernels behind :mod:`xtask_core.kernels` (imported only when they are first needed).
+"""The numba kernels behind :mod:`xtask_core.evaluate.kernels` (imported only when they are first needed).
 
 Module-level functions, so numba's on-disk cache (``cache=True``, in ``__pycache__``) can load
 them: the first use on a machine compiles them (≈ 3.5 s), later processes load them in ≈ 0.2 s.
-See :mod:`xtask_core.kernels` for what they compute and how the work is shared out.
+See :mod:`xtask_core.evaluate.kernels` for what they compute and how the work is shared out.
 """
 import numpy as np
 from numba import njit

@@ -21,8 +21,8 @@ import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
-from . import viz
-from .errors import XTaskError
+from xtask_core.errors import XTaskError
+from xtask_core.viz import colour as viz
 
 # Qualitative colours for runs / checkpoints (colour-blind-friendly order, Okabe–Ito based).
 RUN_COLOURS = ("#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7", "#56B4E9", "#F0E442",

@@ -17,7 +17,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from .errors import XTaskError
+from xtask_core.errors import XTaskError
 
 
 # --------------------------------------------------------------------------- colour maps

@@ -6,7 +6,7 @@ Paths (``Predictor.path`` says which one runs):
   conv (in float64), channels-last, with bf16 weights where the CPU has AMX (``precision="auto"``;
   AVX512-BF16 alone runs bf16 slower than fp32), fp32 elsewhere. Its convolutions are fused with
   their ReLU / residual add and run as oneDNN calls on pre-packed weights, and the decoders'
-  1×1 heads run before their last upsampling (:func:`~xtask_core.fastpath.fuse_for_cpu`;
+  1×1 heads run before their last upsampling (:func:`~xtask_core.inference.fastpath.fuse_for_cpu`;
   eager). Where the fused ops are missing, the copy runs as a traced + frozen + oneDNN-optimised
   graph per input shape with bf16 weights, eagerly with fp32 ones. See ``xtask bench`` and the
   README for the measured factors (eager fp32 is the reference).
@@ -31,8 +31,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .errors import XTaskError
-from .precision import autocast, resolve_precision
+from xtask_core.errors import XTaskError
+from xtask_core.inference.precision import autocast, resolve_precision
 
 __all__ = ["Predictor", "Prediction", "preprocess_rgb", "MAX_CACHED_GRAPHS"]
 
@@ -154,12 +154,12 @@ class Predictor:
         loaded: a :class:`~xtask_core.checkpoint.Loaded` (``.model``, ``.config``, ``.meta``),
             or a bare XTaskNet (its ``.config`` is used).
         device: where to run; None = the model's own device.
-        precision: "auto" | "fp32" | "bf16" | "fp16" (see :mod:`xtask_core.precision`).
+        precision: "auto" | "fp32" | "bf16" | "fp16" (see :mod:`xtask_core.inference.precision`).
         fast: use the fast path (a private optimised copy); False runs the model itself, eager.
         trace: CPU fast path only: run a traced + frozen graph (True) or the copy eagerly (False);
             None = trace only where the copy is not fused and holds bf16 weights.
         fuse: CPU fast path only: fuse each conv with its ReLU / residual add and pre-pack its
-            weights (:func:`~xtask_core.fastpath.fuse_for_cpu`; eager). None = wherever this
+            weights (:func:`~xtask_core.inference.fastpath.fuse_for_cpu`; eager). None = wherever this
             torch build has the ops, unless ``trace=True``; False = never.
 
     Attributes: ``device``, ``precision`` (resolved), ``fast``, ``config``, ``meta``, ``path``
@@ -189,7 +189,7 @@ class Predictor:
         self._jit_ok = False
         self._dtype = torch.float32
         if self.fast:
-            from .fastpath import prepare_copy
+            from xtask_core.inference.fastpath import prepare_copy
 
             # CPU: weights in the compute dtype (no per-call autocast casts); CUDA keeps fp32 weights
             # under autocast, which keeps the reductions (log-softmax) in fp32.
@@ -214,9 +214,9 @@ class Predictor:
             self._net = model
 
     def _fuse(self, model: nn.Module) -> None:
-        """Fuse the CPU copy's convolutions (:func:`~xtask_core.fastpath.fuse_for_cpu`) and run it
+        """Fuse the CPU copy's convolutions (:func:`~xtask_core.inference.fastpath.fuse_for_cpu`) and run it
         once on a small input; if the fused ops fail on this build, go back to an unfused copy."""
-        from .fastpath import fuse_for_cpu, prepare_copy
+        from xtask_core.inference.fastpath import fuse_for_cpu, prepare_copy
 
         try:
             self.fused = fuse_for_cpu(self._net)
@@ -268,7 +268,11 @@ class Predictor:
         if g is not None:
             self._graphs.move_to_end(key)
             return g
-        from .fastpath import DirectOutputs, FourOutputs, freeze_for_inference
+        from xtask_core.inference.fastpath import (
+            DirectOutputs,
+            FourOutputs,
+            freeze_for_inference,
+        )
 
         wrapper = DirectOutputs(self._net) if direct_only else FourOutputs(self._net)
         try:

@@ -35,9 +35,9 @@ from typing import Any, Mapping
 
 import pandas as pd
 
-from .config import TrainConfig
-from .errors import XTaskError
-from .utils import atomic_write_text
+from xtask_core.config import TrainConfig
+from xtask_core.errors import XTaskError
+from xtask_core.io.atomic import atomic_write_text
 
 STATES = ("running", "done", "failed", "cancelled")
 _TERMINAL = ("done", "failed", "cancelled")
@@ -361,7 +361,7 @@ def read_metrics(run_dir: str | os.PathLike) -> pd.DataFrame:
     """``RUN_DIR/metrics.csv`` as a DataFrame (epoch/step as columns); empty when missing or not
     parseable yet. The trainer appends rows while we read: ``runlog.read_metrics_csv`` drops a
     torn last line instead of reading it as a row of cut-off numbers."""
-    from .runlog import read_metrics_csv
+    from xtask_core.train.runlog import read_metrics_csv
 
     path = Path(run_dir) / METRICS_FILE
     if not path.is_file():
@@ -654,7 +654,7 @@ def small_synthetic_set(cache_root: str | os.PathLike, height: int, width: int, 
     Images are rendered at the model's input size (``height``×``width`` pixels), so the loader
     does no resizing work.
     """
-    from .data.synthetic import write_dataset
+    from xtask_core.data.synthetic import write_dataset
 
     root = Path(cache_root)
     final = root / f"synthetic-{n_train}-{n_val}-{height}x{width}-s{seed}"
@@ -683,12 +683,12 @@ def evaluate_checkpoint(loaded, data_root: str | os.PathLike, *, limit: int = 8,
 
     ``loaded`` is a ``checkpoint.Loaded``; its model is only run (in eval mode, no gradients),
     never changed, so a cached shared model may be passed. Images are read at the model's
-    input size. Returns :func:`xtask_core.train.evaluate`'s dict (``pixel_acc``, ``miou``,
+    input size. Returns :func:`xtask_core.train.trainer.evaluate`'s dict (``pixel_acc``, ``miou``,
     ``abs``, ``abs_rel``, ``rmse``, ``delta1``..., ``loss``), depth errors in model units.
     """
-    from .losses import XTaskLoss
-    from .train import _loader, evaluate, make_split
-    from .utils import default_device
+    from xtask_core.device import default_device
+    from xtask_core.train.losses import XTaskLoss
+    from xtask_core.train.trainer import _loader, evaluate, make_split
 
     mcfg = loaded.config
     ignore = int(loaded.meta.get("ignore_index", 250) if ignore_index is None else ignore_index)

@@ -31,8 +31,8 @@ from typing import Any
 
 import numpy as np
 
-from .errors import XTaskError
-from .runlog import split_top_level
+from xtask_core.errors import XTaskError
+from xtask_core.train.runlog import split_top_level
 
 # original parameter names → TrainConfig fields
 _PARAM_TO_TRAIN = {"enc": "enc_layers", "numclasses": "num_classes", "num_classes": "num_classes",
@@ -135,7 +135,7 @@ def train_params_from(values: dict[str, Any]) -> dict[str, Any]:
     if "steplr_gamma" in values:
         out["scheduler_gamma"] = values["steplr_gamma"]
     if "lp" in out:  # the original spelt the choices like ours; keep only known ones
-        from .config import DEPTH_LOSSES
+        from xtask_core.config import DEPTH_LOSSES
 
         if out["lp"] not in DEPTH_LOSSES:
             out.pop("lp")
@@ -169,8 +169,8 @@ def import_xtask_mt(exp_dir: str | Path, out_dir: str | Path) -> dict[str, Any]:
     Raises XTaskError if ``exp_dir`` has no model.pth, if a file is unreadable or if
     ``out_dir`` already holds checkpoints (runs are never overwritten).
     """
-    from .checkpoint import default_meta, load_checkpoint, save_checkpoint
-    from .train import has_checkpoints
+    from xtask_core.checkpoint import default_meta, load_checkpoint, save_checkpoint
+    from xtask_core.train.trainer import has_checkpoints
 
     exp_dir, out_dir = Path(exp_dir), Path(out_dir)
     if not exp_dir.is_dir():
@@ -230,7 +230,7 @@ def import_xtask_mt(exp_dir: str | Path, out_dir: str | Path) -> dict[str, Any]:
                         "note": "the original's mIoU is its per-image average (miou_per_image)"}
 
     out_dir.mkdir(parents=True, exist_ok=True)
-    from .runlog import RunLogger
+    from xtask_core.train.runlog import RunLogger
 
     logger = RunLogger(out_dir)
     try:

@@ -1,7 +1,7 @@
 """Graph-level tricks for the fast inference path: BatchNorm folding, fused oneDNN convolutions
 (:func:`fuse_for_cpu`, the default CPU path) and frozen oneDNN graphs (the fallback).
 
-Everything here works on a model the caller owns (the :class:`~xtask_core.inference.Predictor`
+Everything here works on a model the caller owns (the :class:`~xtask_core.inference.predictor.Predictor`
 passes a deep copy): the app caches one model and shares it across sessions, so the shared
 model is never touched.
 
@@ -345,7 +345,7 @@ def fuse_for_cpu(net: nn.Module) -> int:
             if _fusable_conv(child):  # convs outside a Sequential (the transfer nets' final conv)
                 parent._modules[name] = FusedConv2d(child)
                 fused += 1
-    from .model.xtasknet import XTaskNet
+    from xtask_core.model.xtasknet import XTaskNet
 
     if isinstance(net, XTaskNet) and all(_head_is_1x1(d) for d in (net.decoder_segmt, net.decoder_depth)):
         dtype = next(p for p in net.parameters()).dtype

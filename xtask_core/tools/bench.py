@@ -6,7 +6,7 @@ two so that both see the same machine load, and reports medians after warm-up:
 
 ==============  ===========================================================================
 inference       full model (ResNet34, 7 classes, mid 128, TTNet 64, 128×256), batch 1, all
-                four outputs: eager fp32 ``model(x)`` vs :class:`~xtask_core.inference.Predictor`;
+                four outputs: eager fp32 ``model(x)`` vs :class:`~xtask_core.inference.predictor.Predictor`;
                 checks: seg argmax agreement, depth mean relative difference
 demo_model      the demo-size model (ResNet18, mid 32, TTNet 16): ms per image through
                 ``Predictor.predict`` (preprocessing included), target < 40 ms
@@ -16,7 +16,7 @@ train_step      full model, batch 8: one optimiser step through the trainer's ow
 metrics         SegDepthMetrics (one bincount) vs reference_metrics_loop, batch 8, 19 classes;
                 check: identical results
 eval_split      a synthetic split end to end (decode, model, metrics): per-image decode + eager
-                fp32 batch 1 + loop metrics vs :func:`~xtask_core.evaluation.evaluate_split`
+                fp32 batch 1 + loop metrics vs :func:`~xtask_core.evaluate.split.evaluate_split`
                 (what ``xtask eval`` runs), decoding included; also warm (decoded-once cache)
                 and first call (fast copy + trace + decoding)
 ==============  ===========================================================================
@@ -48,7 +48,7 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from .config import ModelConfig
+from xtask_core.config import ModelConfig
 
 __all__ = ["main", "run_benchmarks", "peak_matmul_gflops", "peak_conv1x1_gflops", "count_flops", "time_pair",
            "BenchSizes"]
@@ -180,7 +180,7 @@ def _output_checks(fast_out, ref_out) -> dict:
 # --------------------------------------------------------------------------- data
 def _synthetic_root(tmp: Path, s: BenchSizes) -> Path:
     """A small synthetic Cityscapes-layout dataset: train at model size, val at eval size."""
-    from .data.synthetic import write_dataset
+    from xtask_core.data.synthetic import write_dataset
 
     root = tmp / "synthetic"
     h, w = s.eval_image_hw
@@ -190,7 +190,7 @@ def _synthetic_root(tmp: Path, s: BenchSizes) -> Path:
 
 
 def _train_batches(root: Path, cfg: ModelConfig, batch: int) -> list[dict]:
-    from .data.cityscapes import CityscapesDataset
+    from xtask_core.data.cityscapes import CityscapesDataset
 
     ds = CityscapesDataset(root, "train", num_classes=cfg.num_classes, height=cfg.height, width=cfg.width)
     items = [ds[i] for i in range(len(ds))]
@@ -203,8 +203,8 @@ def _train_batches(root: Path, cfg: ModelConfig, batch: int) -> list[dict]:
 
 def _scene_input(cfg: ModelConfig, seed: int = 3) -> tuple[torch.Tensor, np.ndarray]:
     """A rendered street scene (more realistic than noise) as a 1×3×H×W normalised tensor + its uint8 RGB."""
-    from .data.synthetic import render_scene
-    from .inference import preprocess_rgb
+    from xtask_core.data.synthetic import render_scene
+    from xtask_core.inference.predictor import preprocess_rgb
 
     rgb, _, _ = render_scene(seed, cfg.height * 2, cfg.width * 2)
     x, _ = preprocess_rgb(rgb, (cfg.height, cfg.width), cfg.mean, cfg.std)
@@ -212,7 +212,7 @@ def _scene_input(cfg: ModelConfig, seed: int = 3) -> tuple[torch.Tensor, np.ndar
 
 
 def _new_model(cfg: ModelConfig, seed: int = 0):
-    from .model import XTaskNet
+    from xtask_core.model import XTaskNet
 
     torch.manual_seed(seed)
     return XTaskNet(cfg).eval()
@@ -220,7 +220,7 @@ def _new_model(cfg: ModelConfig, seed: int = 0):
 
 # --------------------------------------------------------------------------- figures
 def bench_inference(s: BenchSizes, peaks: dict) -> dict:
-    from .inference import Predictor
+    from xtask_core.inference.predictor import Predictor
 
     cfg = s.full
     model = _new_model(cfg)
@@ -250,14 +250,14 @@ def bench_inference(s: BenchSizes, peaks: dict) -> dict:
 
 def _trained_checkpoint_checks() -> dict | None:
     """Agreement of the fast path on a shipped, trained checkpoint (realistic logit margins)."""
-    from .inference import Predictor
+    from xtask_core.inference.predictor import Predictor
 
     root = Path(__file__).resolve().parents[1] / "checkpoints"
     # shipped checkpoints are either files or run folders holding best.safetensors
     found = sorted([*root.glob("*.safetensors"), *root.glob("*/best.safetensors")]) if root.is_dir() else []
     if not found:
         return None
-    from .checkpoint import load_checkpoint
+    from xtask_core.checkpoint import load_checkpoint
 
     loaded = load_checkpoint(found[0], device="cpu")
     x, _ = _scene_input(loaded.config, seed=11)
@@ -277,7 +277,7 @@ def _peak_shares(flops: float, ref_ms: float, fast_ms: float, peaks: dict, fast_
 
 
 def bench_demo(s: BenchSizes) -> dict:
-    from .inference import Predictor
+    from xtask_core.inference.predictor import Predictor
 
     cfg = s.demo
     model = _new_model(cfg, seed=1)
@@ -308,9 +308,9 @@ def bench_demo(s: BenchSizes) -> dict:
 
 def _trainer_step_fn(model, cfg_train, device: torch.device, precision: str, channels_last: bool):
     """A bound ``Trainer._train_step`` on a minimal trainer state, so the bench times the trainer's code."""
-    from . import train as train_mod
-    from .balancing import make_balancer
-    from .losses import XTaskLoss
+    from xtask_core.train import trainer as train_mod
+    from xtask_core.train.balancing import make_balancer
+    from xtask_core.train.losses import XTaskLoss
 
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
@@ -326,7 +326,7 @@ def _trainer_step_fn(model, cfg_train, device: torch.device, precision: str, cha
 
 
 def bench_train(s: BenchSizes, root: Path, peaks: dict) -> dict:
-    from .precision import resolve_channels_last, resolve_precision
+    from xtask_core.inference.precision import resolve_channels_last, resolve_precision
 
     cfg = s.full
     device = torch.device("cpu")
@@ -401,7 +401,7 @@ METRIC_KEYS = ("pixel_acc", "miou", "miou_per_image", "iou_per_class", "abs", "a
 
 
 def _metrics_kernels() -> str:
-    from . import kernels
+    from xtask_core.evaluate import kernels
 
     if kernels.available():
         return f"compiled kernels: fused arg-max + count, float64 depth pass, {kernels.threads()} thread(s)"
@@ -409,7 +409,7 @@ def _metrics_kernels() -> str:
 
 
 def bench_metrics(s: BenchSizes) -> dict:
-    from .metrics import SegDepthMetrics, reference_metrics_loop
+    from xtask_core.evaluate.metrics import SegDepthMetrics, reference_metrics_loop
 
     logits, depth_p, target, depth_t = _metrics_inputs(s)
     c = s.metrics_classes
@@ -432,9 +432,9 @@ def bench_metrics(s: BenchSizes) -> dict:
 
 
 def bench_eval(s: BenchSizes, root: Path) -> dict:
-    from .data.cityscapes import CityscapesDataset
-    from .inference import Predictor
-    from .metrics import reference_metrics_loop
+    from xtask_core.data.cityscapes import CityscapesDataset
+    from xtask_core.evaluate.metrics import reference_metrics_loop
+    from xtask_core.inference.predictor import Predictor
 
     cfg = s.full
     model = _new_model(cfg, seed=3)
@@ -454,7 +454,7 @@ def bench_eval(s: BenchSizes, root: Path) -> dict:
                                                   cfg.num_classes, 250, item["depth_mask"][None]))
         return results
 
-    from .evaluation import default_workers, evaluate_split
+    from xtask_core.evaluate.split import default_workers, evaluate_split
 
     workers = default_workers(-(-n // batch))
     t = time.perf_counter()
@@ -503,7 +503,7 @@ def _machine() -> dict:
             if line.startswith("model name"):
                 cpu = line.split(":", 1)[1].strip()
                 break
-    from .precision import cpu_bf16_support
+    from xtask_core.inference.precision import cpu_bf16_support
 
     bf16 = cpu_bf16_support()
     return {"cpu": cpu, "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
@@ -616,7 +616,7 @@ def main(json_path: str | os.PathLike | None = None, quick: bool = False) -> int
     def log(msg: str) -> None:
         print(f"[bench] {msg}", file=sys.stderr, flush=True)
 
-    from .utils import atomic_write_text, check_output_file
+    from xtask_core.io.atomic import atomic_write_text, check_output_file
 
     if json_path:
         check_output_file(json_path)  # before a run of minutes, not after it

@@ -2,7 +2,7 @@
 
 :class:`Trainer` builds everything from a :class:`~xtask_core.config.TrainConfig`: datasets
 (a cached synthetic set is generated on first use), the :class:`~xtask_core.model.XTaskNet`,
-:class:`~xtask_core.losses.XTaskLoss`, the loss balancer, Adam + StepLR, mixed precision, and
+:class:`~xtask_core.train.losses.XTaskLoss`, the loss balancer, Adam + StepLR, mixed precision, and
 the run folder::
 
     RUN/config.json          train config (+ model config) as written by RunLogger
@@ -44,9 +44,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from .config import DATASETS, ModelConfig, TrainConfig
-from .errors import XTaskError
-from .utils import atomic_write_text, default_device, remove_stale_tmp
+from xtask_core.config import DATASETS, ModelConfig, TrainConfig
+from xtask_core.device import default_device
+from xtask_core.errors import XTaskError
+from xtask_core.io.atomic import atomic_write_text, remove_stale_tmp
 
 LOSS_KEYS = ("total", "seg", "depth", "tseg", "tdep", "label", "image")
 # scalar metrics copied into metrics.csv / TensorBoard (lists like iou_per_class go to JSON only)
@@ -175,7 +176,7 @@ def ensure_synthetic(root: str | os.PathLike, seed: int = 0, workers: int = 0,
     """
     if synthetic_has_data(root):
         return False
-    from .data import synthetic
+    from xtask_core.data import synthetic
 
     opts = dict(SYNTH_DEFAULT, **sizes)
     synthetic.write_dataset(Path(root), n_train=opts["n_train"], n_val=opts["n_val"], seed=seed,
@@ -186,7 +187,7 @@ def ensure_synthetic(root: str | os.PathLike, seed: int = 0, workers: int = 0,
 def make_split(cfg: TrainConfig, split: str, augment: bool, limit: int = 0,
                height: int | None = None, width: int | None = None):
     """Dataset of ``cfg.dataset`` for ``split`` (the synthetic set is read as Cityscapes)."""
-    from .data import make_dataset
+    from xtask_core.data import make_dataset
 
     name = "cityscapes" if cfg.dataset == "synthetic" else cfg.dataset
     kw: dict[str, Any] = dict(height=height or cfg.height, width=width or cfg.width,
@@ -233,8 +234,8 @@ def evaluate(model: nn.Module, loader: Iterable[Mapping[str, Any]], *, num_class
     ``loss`` (= mean unbalanced ``total``) and ``loss_<component>`` for every component,
     averaged per image.
     """
-    from .metrics import SegDepthMetrics
-    from .precision import autocast
+    from xtask_core.evaluate.metrics import SegDepthMetrics
+    from xtask_core.inference.precision import autocast
 
     dev = default_device(device)
     was_training = model.training
@@ -340,13 +341,13 @@ class Trainer:
             torch.distributed.barrier()
 
     def _build_model(self) -> nn.Module:
-        from .model import XTaskNet
+        from xtask_core.model import XTaskNet
 
         cfg = self.cfg
         mcfg = cfg.model_config()
         model = XTaskNet(mcfg, pretrained_path=cfg.use_pretrain or None)
         if cfg.init_checkpoint and not cfg.resume:
-            from .checkpoint import load_checkpoint
+            from xtask_core.checkpoint import load_checkpoint
 
             loaded = load_checkpoint(cfg.init_checkpoint, device="cpu")
             diff = [f"{f} {getattr(loaded.config, f)} (checkpoint) vs {getattr(mcfg, f)} (config)"
@@ -359,9 +360,13 @@ class Trainer:
         return model
 
     def _setup(self) -> None:
-        from .balancing import make_balancer
-        from .losses import XTaskLoss
-        from .precision import grad_scaler, resolve_channels_last, resolve_precision
+        from xtask_core.inference.precision import (
+            grad_scaler,
+            resolve_channels_last,
+            resolve_precision,
+        )
+        from xtask_core.train.balancing import make_balancer
+        from xtask_core.train.losses import XTaskLoss
 
         cfg = self.cfg
         self._init_distributed()
@@ -433,7 +438,7 @@ class Trainer:
 
         self.logger = None
         if self.is_main:
-            from .runlog import RunLogger
+            from xtask_core.train.runlog import RunLogger
 
             self.logger = RunLogger(self.run_dir)
             if cfg.resume:
@@ -447,7 +452,7 @@ class Trainer:
                                       "train_images": len(self.train_ds), "val_images": len(self.val_ds)})
 
     def _load_state(self) -> None:
-        from .checkpoint import load_train_state
+        from xtask_core.checkpoint import load_train_state
 
         state = load_train_state(self.run_dir / "last.state.pt")
         saved = ModelConfig.from_dict(state["config"])
@@ -492,7 +497,7 @@ class Trainer:
 
     def _train_step(self, batch: Mapping[str, Any]) -> torch.Tensor:
         """One optimiser step; returns the detached loss components (LOSS_KEYS + objective)."""
-        from .precision import autocast
+        from xtask_core.inference.precision import autocast
 
         net = self.ddp or self.model
         batch = _to_device(batch, self.device, self.channels_last)
@@ -548,7 +553,7 @@ class Trainer:
             return {}
 
     def _meta(self, row: Mapping[str, Any], val: Mapping[str, Any]) -> dict:
-        from .checkpoint import default_meta
+        from xtask_core.checkpoint import default_meta
 
         cfg = self.cfg
         meta = default_meta(cfg.num_classes, dataset=cfg.dataset)
@@ -568,7 +573,7 @@ class Trainer:
         return meta
 
     def _save(self, epoch: int, row: dict, val: dict, improved: bool) -> None:
-        from .checkpoint import save_checkpoint, save_train_state
+        from xtask_core.checkpoint import save_checkpoint, save_train_state
 
         meta = self._meta(row, val)
         if improved:

@@ -12,7 +12,7 @@ import contextlib
 
 import torch
 
-from .errors import XTaskError
+from xtask_core.errors import XTaskError
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 _DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}

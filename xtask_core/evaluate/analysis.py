@@ -27,7 +27,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import pandas as pd
 
-from .errors import XTaskError
+from xtask_core.errors import XTaskError
 
 try:  # torch is a dependency of the package, but keep these helpers importable without it
     import torch
@@ -166,7 +166,7 @@ def disagreement(seg: Any, seg_t: Any) -> np.ndarray:
 
 
 def energy_maps(seg: Any, seg_t: Any, depth: Any, depth_t: Any) -> dict[str, np.ndarray | float]:
-    """Consistency energy per pixel, as numpy (wraps :func:`xtask_core.metrics.consistency_energy`).
+    """Consistency energy per pixel, as numpy (wraps :func:`xtask_core.evaluate.metrics.consistency_energy`).
 
     Args:
         seg, seg_t: direct / transferred segmentation logits, C×H×W or N×C×H×W.
@@ -177,7 +177,9 @@ def energy_maps(seg: Any, seg_t: Any, depth: Any, depth_t: Any) -> dict[str, np.
         depth unit), ``disagree`` (bool, argmax differ): H×W when the input had no batch axis,
         else N×H×W; plus ``seg_kl_mean`` and ``depth_abs_mean`` (floats).
     """
-    from .metrics import consistency_energy   # metrics imports torch; keep this module light
+    from xtask_core.evaluate.metrics import (
+        consistency_energy,  # metrics imports torch; keep this module light
+    )
 
     s, st = to_numpy(seg).astype(np.float32), to_numpy(seg_t).astype(np.float32)
     batched = s.ndim == 4

@@ -1,6 +1,6 @@
 """Compiled CPU kernels for the metrics (numba), run on several cores by plain threads.
 
-:class:`~xtask_core.metrics.SegDepthMetrics` spends its time in three passes over a batch: the
+:class:`~xtask_core.evaluate.metrics.SegDepthMetrics` spends its time in three passes over a batch: the
 arg-max over the class axis of the logits (8×19×128×256 float32 = 20 MB for the benchmark
 batch), the confusion-matrix count, and the depth sums. Each numpy or torch operation is one
 pass over memory, and the metrics need about a dozen of them; the kernels here do the whole job
@@ -54,7 +54,9 @@ def _kernels():
                 _state["error"] = "disabled by XTASK_NO_NUMBA"
             else:
                 try:
-                    from . import _numba_kernels as nk  # compiled per dtype on first call, cached on disk
+                    from xtask_core.evaluate import (
+                        _numba_kernels as nk,  # compiled per dtype on first call, cached on disk
+                    )
 
                     _state["kernels"] = (nk.seg_kernel, nk.label_kernel, nk.depth_kernel)
                     _warm(_state["kernels"])
@@ -136,7 +138,7 @@ def seg_counts(logits: np.ndarray, target: np.ndarray, num_classes: int, ignore_
     if k is None:
         return None
     n, c, p = logits.shape
-    from ._numba_kernels import BLOCK
+    from xtask_core.evaluate._numba_kernels import BLOCK
 
     counts, nans = _shared(k[0], (logits.view(np.int32), target, ignore_index), n * -(-p // BLOCK), n * p,
                            (n, c + 1, c), np.int64)

@@ -41,8 +41,8 @@ from typing import Any, Iterable, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from .errors import XTaskError
-from .utils import atomic_path, atomic_write_text
+from xtask_core.errors import XTaskError
+from xtask_core.io.atomic import atomic_path, atomic_write_text
 
 CONFIG_FILE = "config.json"
 METRICS_FILE = "metrics.csv"
@@ -222,7 +222,9 @@ class RunLogger:
         except (TypeError, ValueError):
             step = self._rows_logged
         if self._writer is None:
-            from torch.utils.tensorboard import SummaryWriter  # slow import: only when used
+            from torch.utils.tensorboard import (
+                SummaryWriter,  # slow import: only when used
+            )
             self._writer = SummaryWriter(log_dir=str(self.run_dir))
         for k, v in row.items():
             if k in ("step", "epoch") or isinstance(v, str) or v is None:

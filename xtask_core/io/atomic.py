@@ -1,4 +1,4 @@
-"""Small shared helpers: device choice, atomic file writes and clean-up of their leftovers."""
+"""Atomic file writes (temp file + rename) and clean-up of their leftovers."""
 from __future__ import annotations
 
 import contextlib
@@ -9,20 +9,7 @@ import time
 from pathlib import Path
 from typing import Iterator
 
-import torch
-
-from .errors import XTaskError
-
-
-def default_device(device: str | torch.device | None = None) -> torch.device:
-    """``None`` → CUDA if available, else CPU. An unavailable CUDA request is an error."""
-    if device is None or device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(device)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise XTaskError("CUDA was requested but no CUDA device is available; use --cpu / device='cpu'")
-    return dev
-
+from xtask_core.errors import XTaskError
 
 # atomic_path's temporary files: ".<target name>.<mkstemp's random letters>.tmp", next to the
 # target. A hidden name with a ".tmp" suffix, so readers that look for exact names or suffixes

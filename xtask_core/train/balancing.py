@@ -1,4 +1,4 @@
-"""Balancing the two loss groups (``image`` and ``label`` of :class:`~xtask_core.losses.XTaskLoss`).
+"""Balancing the two loss groups (``image`` and ``label`` of :class:`~xtask_core.train.losses.XTaskLoss`).
 
 Three balancers, chosen by name through :func:`make_balancer` (registry :data:`BALANCERS`):
 
@@ -40,8 +40,8 @@ from typing import Any, Mapping
 import torch
 from torch import Tensor
 
-from .errors import XTaskError
-from .utils import default_device
+from xtask_core.device import default_device
+from xtask_core.errors import XTaskError
 
 __all__ = ["Balancer", "NoBalancer", "UncertaintyBalancer", "GradNormBalancer", "BALANCERS",
            "make_balancer", "balancer_kind"]
