@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Installs everything the test suite needs, then runs it. Used by the README and by .ci/run.
+# Installs everything the test suite needs, lints, then runs the tests. Used by the README and by .ci/run.
 #   - Python packages from requirements-dev.txt (into the active Python / virtual environment)
 #   - Debian's chromium for the end-to-end browser test (apt-get, only when missing and we may)
+#   - ruff with the project's configuration (pyproject.toml): a lint failure fails the run
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python}
@@ -18,4 +19,5 @@ if [ ! -x /usr/bin/chromium ]; then
     echo "warning: /usr/bin/chromium missing and cannot be installed here; the browser test will be skipped"
   fi
 fi
+"$PY" -m ruff check .
 exec "$PY" -m pytest "$@"
