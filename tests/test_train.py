@@ -168,3 +168,46 @@ def test_progress_file_is_valid_json_and_rejects_bad_status(tmp_path):
     with pytest.raises(ValueError):
         p.update(status="exploded")
     assert read_progress(tmp_path / "nowhere") is None
+
+
+def _step_parts(tiny_config, kind):
+    from xtask_core.model import XTaskNet
+    from xtask_core.train.balancing import make_balancer
+    from xtask_core.train.losses import XTaskLoss
+
+    torch.manual_seed(0)
+    model = XTaskNet(tiny_config).train()
+    bal = make_balancer(kind)
+    opt = torch.optim.Adam(list(model.parameters()) + bal.parameters(), lr=1e-3)
+    gen = torch.Generator().manual_seed(1)
+    batch = {"image": torch.randn(2, 3, 64, 64, generator=gen),
+             "seg": torch.randint(0, tiny_config.num_classes, (2, 64, 64), generator=gen),
+             "depth": torch.rand(2, 1, 64, 64, generator=gen) + 0.5,
+             "depth_mask": torch.ones(2, 1, 64, 64)}
+    return model, batch, dict(loss_fn=XTaskLoss(tiny_config.num_classes), balancer=bal, optimizer=opt)
+
+
+@pytest.mark.parametrize("kind", ["none", "uncertainty", "gradnorm"])
+def test_train_step_steps_every_balancer_through_the_base_class(tiny_config, kind):
+    from xtask_core.train.step import STEP_KEYS, train_step
+
+    model, batch, parts = _step_parts(tiny_config, kind)
+    before = [p.detach().clone() for p in model.parameters()]
+    w0 = parts["balancer"].weights()
+    out = train_step(model, batch, **parts, precision="fp32", channels_last=False)
+    assert tuple(out) == STEP_KEYS and all(v.dim() == 0 and not v.requires_grad for v in out.values())
+    assert all(torch.isfinite(v) for v in out.values())
+    assert any(not torch.equal(a, b) for a, b in zip(before, model.parameters()))
+    if kind != "none":  # the learned balancer weights moved
+        assert parts["balancer"].weights() != w0
+
+
+def test_train_step_refuses_a_nan_loss_before_stepping(tiny_config):
+    from xtask_core.train.step import DivergedError, train_step
+
+    model, batch, parts = _step_parts(tiny_config, "none")
+    batch["depth"][0, 0, 0, 0] = float("nan")
+    before = [p.detach().clone() for p in model.parameters()]
+    with pytest.raises(DivergedError, match="NaN/Inf"):
+        train_step(model, batch, **parts)
+    assert all(torch.equal(a, b) for a, b in zip(before, model.parameters()))

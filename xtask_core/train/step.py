@@ -1,0 +1,119 @@
+"""One optimisation step, as a free function: the trainer, fine-tune jobs and ``xtask bench`` all call it.
+
+:func:`train_step` is the whole of a training step — forward under the precision's autocast,
+the :class:`~xtask_core.train.losses.XTaskLoss` dict, the balancer, backward (through the
+GradScaler for fp16 on CUDA), the balancer's own update and the optimiser step — with no
+trainer state, so a benchmark times exactly the code that trains.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from xtask_core.errors import XTaskError
+from xtask_core.inference.precision import autocast
+from xtask_core.train.balancing import Balancer
+
+# Loss components of XTaskLoss, in the order the trainer logs them ("total" is unbalanced).
+LOSS_KEYS = ("total", "seg", "depth", "tseg", "tdep", "label", "image")
+# LOSS_KEYS + the balanced objective that backward() ran on
+STEP_KEYS = LOSS_KEYS + ("objective",)
+
+
+class DivergedError(XTaskError):
+    """The step's loss was NaN/Inf; raised before the optimiser step (the weights are untouched).
+
+    ``values`` maps every :data:`STEP_KEYS` name to its float value.
+    """
+
+    def __init__(self, values: Mapping[str, float]):
+        self.values = dict(values)
+        parts = ", ".join(f"{k}={v:.4g}" for k, v in self.values.items())
+        super().__init__(f"training diverged: loss is NaN/Inf ({parts})")
+
+
+def to_device(batch: Mapping[str, Any], device: torch.device, channels_last: bool = False) -> dict:
+    """Move every tensor of a batch dict to ``device`` (non-blocking from pinned memory);
+    the ``image`` (N×3×H×W) becomes channels-last when asked."""
+    out = {}
+    for k, v in batch.items():
+        if isinstance(v, torch.Tensor):
+            v = v.to(device, non_blocking=True)
+            if k == "image" and channels_last:
+                v = v.contiguous(memory_format=torch.channels_last)
+        out[k] = v
+    return out
+
+
+def float_outputs(outputs) -> tuple:
+    """Autocast outputs → float32 (None stays None): losses and metrics are computed in fp32."""
+    return tuple(None if o is None else o.float() for o in outputs)
+
+
+def shared_parameter(model: nn.Module) -> Tensor:
+    """The last shared encoder weight (``pretrained_encoder.layer4[-1].conv2.weight``), where
+    GradNorm measures each group's gradient norm; a DDP wrapper is looked through."""
+    net = getattr(model, "module", model)
+    return net.pretrained_encoder.layer4[-1].conv2.weight
+
+
+def train_step(model: nn.Module, batch: Mapping[str, Any], *, loss_fn: nn.Module, balancer: Balancer,
+               optimizer: torch.optim.Optimizer, scaler=None, precision: str = "fp32",
+               channels_last: bool = False, device: torch.device | str | None = None,
+               reduce_flag: Callable[[Tensor], None] | None = None) -> dict[str, Tensor]:
+    """One optimisation step of ``model`` on ``batch``.
+
+    Args:
+        model: an XTaskNet (or its DDP wrapper) in train mode, already on ``device`` (and in
+            channels-last memory format if ``channels_last``).
+        batch: a batch dict (``image`` N×3×H×W float, ``seg`` N×H×W int64, ``depth`` /
+            ``depth_mask`` N×1×H×W float); moved to ``device`` here.
+        loss_fn: an XTaskLoss; returns a dict of 0-dim losses with at least :data:`LOSS_KEYS`.
+        balancer: any :class:`Balancer`; used only through the base-class calls ``combine``,
+            ``needs_graph`` and ``step`` (a no-op except for GradNorm).
+        optimizer: steps the model (and the balancer's ``parameters()``, if any).
+        scaler: a GradScaler (fp16 on CUDA) or None.
+        precision: a *resolved* precision, "fp32" | "bf16" | "fp16" (fp32 = no autocast).
+        channels_last: convert the input image to channels-last.
+        device: where the step runs; default: the device of the model's first parameter.
+        reduce_flag: distributed runs pass an in-place all-reduce (sum) for the 0-dim "loss is
+            not finite" flag, so every rank stops together instead of hanging in the next
+            all-reduce.
+
+    Returns:
+        ``{name: 0-dim detached float tensor}`` for every :data:`STEP_KEYS` name, on ``device``
+        (no host sync beyond the finiteness check; call ``float()`` to read one).
+
+    Raises:
+        DivergedError: a loss component is NaN/Inf; nothing was stepped.
+    """
+    if device is None:
+        device = next(model.parameters()).device
+    device = torch.device(device)
+    batch = to_device(batch, device, channels_last)
+    with autocast(device, precision):
+        outputs = model(batch["image"])
+    losses = loss_fn(float_outputs(outputs), batch)
+    objective = balancer.combine(losses)
+    values = torch.stack([losses[k].detach() for k in LOSS_KEYS] + [objective.detach()])
+    bad = (~torch.isfinite(values).all()).to(torch.float32)
+    if reduce_flag is not None:
+        reduce_flag(bad)
+    if bad.item() > 0:
+        raise DivergedError(dict(zip(STEP_KEYS, values.tolist())))
+    optimizer.zero_grad(set_to_none=True)
+    if scaler is not None:
+        scaler.scale(objective).backward(retain_graph=balancer.needs_graph)
+    else:
+        objective.backward(retain_graph=balancer.needs_graph)
+    # before optimizer.step(): GradNorm differentiates the graph at the current weights
+    balancer.step(losses, shared_parameter(model) if balancer.needs_graph else None)
+    if scaler is not None:
+        scaler.step(optimizer)
+        scaler.update()
+    else:
+        optimizer.step()
+    return dict(zip(STEP_KEYS, values.unbind(0)))
