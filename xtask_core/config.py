@@ -21,8 +21,12 @@ DEPTH_LOSSES = ("L1", "MSE", "logL1", "smoothL1")
 TDEP_LOSSES = ("L1", "ssim")
 TSEG_LOSSES = ("cross", "kl")
 METHODS = ("xtsc", "xtc")
+# How the loss reduces masked terms: "original" = the original code's arithmetic, "masked" = true
+# masked means (xtask_core.train.losses explains both; its REDUCTIONS registry has the same keys).
+LOSS_REDUCTIONS = ("original", "masked")
 DATASETS = ("synthetic", "cityscapes", "nyuv2")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+TASKS = ("both", "segmt", "depth")  # "both" = the cross-task net; one task = single-task baseline
 
 
 def _from_dict(cls, data: Mapping[str, Any]):
@@ -53,8 +57,11 @@ class ModelConfig:
     width: int = 256
     mean: tuple = IMAGENET_MEAN     # input normalisation travels with the weights
     std: tuple = IMAGENET_STD
+    task: str = "both"              # "both" (XTaskNet) or one task, "segmt" | "depth" (STLNet baseline)
 
     def __post_init__(self):
+        if self.task not in TASKS:
+            raise XTaskError(f"task must be one of {', '.join(TASKS)}, got {self.task!r}")
         if self.enc_layers not in ENC_LAYERS:
             raise XTaskError(f"enc_layers must be one of {ENC_LAYERS}, got {self.enc_layers}")
         if self.num_classes < 2:
@@ -113,6 +120,7 @@ class TrainConfig:
     tdep_loss: str = "L1"
     tseg_loss: str = "cross"
     method: str = "xtsc"                # ours: "xtc" compares transferred outputs with targets
+    loss_reduction: str = "original"    # ours: "original" (the original's arithmetic) | "masked" (masked means)
     uncertainty_weights: bool = False
     gradnorm: bool = False
     num_classes: int = 7
@@ -136,7 +144,8 @@ class TrainConfig:
 
     def __post_init__(self):
         choices = dict(dataset=DATASETS, lp=DEPTH_LOSSES, tdep_loss=TDEP_LOSSES,
-                       tseg_loss=TSEG_LOSSES, method=METHODS, precision=PRECISIONS)
+                       tseg_loss=TSEG_LOSSES, method=METHODS, precision=PRECISIONS,
+                       loss_reduction=LOSS_REDUCTIONS)
         for name, valid in choices.items():
             if getattr(self, name) not in valid:
                 raise XTaskError(f"{name} must be one of {', '.join(valid)}, got {getattr(self, name)!r}")
