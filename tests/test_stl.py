@@ -9,6 +9,7 @@ from xtask_core.errors import XTaskError
 from xtask_core.metrics import SegDepthMetrics
 from xtask_core.model import XTaskNet
 from xtask_core.model.stl import STL_TASKS, STLNet, build_model, stl_task_from_state
+from xtask_core.train.stl_loss import STLLoss
 
 BN = ("weight", "bias", "running_mean", "running_var", "num_batches_tracked")
 
@@ -168,3 +169,40 @@ def test_bad_input_is_one_line_error():
         model(torch.randn(1, 3, 50, 64))
     with pytest.raises(XTaskError, match="N×3×H×W"):
         model(torch.randn(3, 64, 64))
+
+
+def test_stl_loss_segmt_is_cross_entropy_over_labelled_pixels():
+    torch.manual_seed(0)
+    logits = torch.randn(2, 5, 4, 4, requires_grad=True)
+    target = torch.randint(0, 5, (2, 4, 4))
+    target[0, 0, :] = 250  # void
+    losses = STLLoss("segmt", num_classes=5)((logits, None, None, None), {"seg": target})
+    keep = target != 250
+    logp = torch.log_softmax(logits, 1).permute(0, 2, 3, 1)[keep]  # labelled pixels × C
+    expected = -logp.gather(1, target[keep][:, None]).mean()
+    assert float(losses["seg"].detach()) == pytest.approx(float(expected.detach()), rel=1e-6)
+    assert losses["total"] is losses["seg"] and losses["label"] is losses["seg"]
+    assert all(float(losses[k]) == 0.0 for k in ("depth", "tseg", "tdep", "image"))
+    losses["total"].backward()
+    assert logits.grad.abs().sum() > 0
+
+
+def test_stl_loss_depth_is_the_masked_direct_loss_per_image():
+    pred = torch.tensor([[[[1.0, 2.0], [3.0, 4.0]]], [[[0.0, 0.0], [0.0, 0.0]]]])
+    target = torch.tensor([[[[2.0, 0.0], [3.0, 2.0]]], [[[1.0, 3.0], [0.0, 0.0]]]])
+    # image 1: valid (target > 0) at |1-2|, |3-3|, |4-2| → (1 + 0 + 2) / 3 = 1
+    # image 2: valid at |0-1|, |0-3| → 2; batch mean = 1.5
+    out = STLLoss("depth", num_classes=5)((None, None, pred, None), {"depth": target})
+    assert float(out["depth"]) == pytest.approx(1.5)
+    assert float(out["total"]) == pytest.approx(1.5) and float(out["seg"]) == 0.0
+    # MSE: image 1 (1 + 0 + 4) / 3, image 2 (1 + 9) / 2
+    mse = STLLoss("depth", num_classes=5, lp="MSE")((None, None, pred, None), {"depth": target})
+    assert float(mse["image"]) == pytest.approx((5 / 3 + 5) / 2)
+
+
+def test_stl_loss_refuses_the_wrong_output():
+    with pytest.raises(XTaskError, match="needs the model's depth output"):
+        STLLoss("depth", num_classes=5)((torch.zeros(1, 5, 2, 2), None, None, None),
+                                        {"depth": torch.ones(1, 1, 2, 2)})
+    with pytest.raises(XTaskError, match="'segmt' or 'depth'"):
+        STLLoss("both", num_classes=5)
