@@ -57,8 +57,9 @@ def test_remove_stale_tmp_owned_age_and_others(tmp_path):
 
 
 def test_killed_save_leaves_tmp_that_readers_ignore(tmp_path):
-    from xtask_core import explore
-    from xtask_core.train.trainer import has_checkpoints, runlog
+    from xtask_core.io.paths import find_checkpoints
+    from xtask_core.train import run_readers
+    from xtask_core.train.run_dir import has_checkpoints
 
     run = tmp_path / "runs" / "r1"
     run.mkdir(parents=True)
@@ -72,15 +73,15 @@ def test_killed_save_leaves_tmp_that_readers_ignore(tmp_path):
     assert not target.exists()
     # readers look for exact names / suffixes: the leftover is not a checkpoint or a run
     assert has_checkpoints(run) == []
-    assert explore.find_checkpoints(tmp_path / "runs", tmp_path / "runs") == []
+    assert find_checkpoints(tmp_path / "runs", tmp_path / "runs") == []
     assert sorted(run.glob("*.safetensors")) == []
-    refs = runlog.find_runs(tmp_path / "runs")
+    refs = run_readers.find_runs(tmp_path / "runs")
     assert [r.path for r in refs] == [run]
-    assert runlog.read_run(run).errors == []
+    assert run_readers.read_run(run).errors == []
     # a second leftover next to a real checkpoint: discovery still finds only the real one
     target.write_bytes(b"real")
     assert has_checkpoints(run) == ["best.safetensors"]
-    assert [c.path for c in explore.find_checkpoints(None, tmp_path / "runs")] == [target]
+    assert [c.path for c in find_checkpoints(None, tmp_path / "runs")] == [target]
 
 
 @pytest.fixture(scope="module")

@@ -436,3 +436,13 @@ def to_jpeg_bytes(rgb: np.ndarray, quality: int = 90) -> bytes:
     buf = io.BytesIO()
     Image.fromarray(np.ascontiguousarray(arr)).save(buf, format="JPEG", quality=int(quality))
     return buf.getvalue()
+
+
+def resize_nearest(arr: np.ndarray, height: int, width: int) -> np.ndarray:
+    """Nearest-neighbour resize of H×W or H×W×C (any dtype). Use it for labels and masks:
+    it never invents a class that is not in the input. Pixel-centre sampling."""
+    arr = np.asarray(arr)
+    h, w = arr.shape[:2]
+    rows = np.minimum(((np.arange(height) + 0.5) * h / height).astype(np.intp), h - 1)
+    cols = np.minimum(((np.arange(width) + 0.5) * w / width).astype(np.intp), w - 1)
+    return arr[rows[:, None], cols[None, :]]

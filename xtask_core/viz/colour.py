@@ -18,6 +18,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from xtask_core.errors import XTaskError
+from xtask_core.io.images import resize_nearest  # noqa: F401  (re-exported: lives in io so data/ can use it)
 
 
 # --------------------------------------------------------------------------- colour maps
@@ -221,16 +222,6 @@ def overlay(rgb: np.ndarray, seg_rgb: np.ndarray, alpha: float = 0.5,
 
 
 # --------------------------------------------------------------------------- resizing
-def resize_nearest(arr: np.ndarray, height: int, width: int) -> np.ndarray:
-    """Nearest-neighbour resize of H×W or H×W×C (any dtype). Use it for labels and masks:
-    it never invents a class that is not in the input. Pixel-centre sampling."""
-    arr = np.asarray(arr)
-    h, w = arr.shape[:2]
-    rows = np.minimum(((np.arange(height) + 0.5) * h / height).astype(np.intp), h - 1)
-    cols = np.minimum(((np.arange(width) + 0.5) * w / width).astype(np.intp), w - 1)
-    return arr[rows[:, None], cols[None, :]]
-
-
 def resize_bilinear(arr: np.ndarray, height: int, width: int) -> np.ndarray:
     """Bilinear resize (half-pixel centres, like ``align_corners=False``) of H×W or H×W×C.
 
