@@ -188,9 +188,18 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Evaluate a checkpoint. Reports BOTH mIoU definitions: 'miou' "
                                    "(dataset-level confusion matrix) and 'miou_per_image' (the "
                                    "original's per-image average).")
-    p.add_argument("--checkpoint", required=True, help=".safetensors (ours) or the original model.pth")
+    p.add_argument("--checkpoint", required=True, action="append",
+                   help=".safetensors (ours) or the original model.pth; repeat it with --per-image")
     p.add_argument("--dataset", choices=DATASETS, default=None,
                    help="default: the dataset recorded in the checkpoint")
+    p.add_argument("--per-image", "--per_image", dest="per_image", default=None, metavar="FILE.parquet",
+                   help="write one row per (checkpoint, image) (metrics, energy, entropy, confusion "
+                        "counts) to this Parquet file; re-running resumes; works under torchrun")
+    p.add_argument("--images", default=None, metavar="DIR",
+                   help="per-image records for a plain folder of images (recursive, no labels) "
+                        "instead of a dataset split")
+    p.add_argument("--no-cache", "--no_cache", dest="no_cache", action="store_true",
+                   help="per-image records: neither read nor fill the records cache ($XTASK_CACHE_DIR)")
     p.add_argument("--input_path", default=None, help="dataset root (default: data/<dataset>)")
     p.add_argument("--split", default="val", choices=("train", "val"))
     p.add_argument("--json", default=None, metavar="FILE", help="also write the results as JSON")
@@ -437,7 +446,13 @@ def _fmt(v: Any) -> str:
 
 
 def cmd_eval(args) -> int:
-    res = evaluate_checkpoint(args.checkpoint, dataset=args.dataset, input_path=args.input_path,
+    if args.per_image or args.images:
+        from xtask_core.evaluate import records_cli  # torch + pyarrow: only for this command
+
+        return records_cli.run(args)
+    if len(args.checkpoint) > 1:
+        raise XTaskError("several --checkpoint need --per-image FILE.parquet")
+    res = evaluate_checkpoint(args.checkpoint[0], dataset=args.dataset, input_path=args.input_path,
                               split=args.split, limit=args.limit, direct_only=args.direct_only,
                               batch_size=args.batch_size, height=args.height, width=args.width,
                               workers=args.workers, device=_device(args), precision=args.precision,
