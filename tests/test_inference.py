@@ -19,6 +19,17 @@ from xtask_core.inference.fastpath import (
 from xtask_core.inference.predictor import Prediction, Predictor, preprocess_rgb
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _isolated_decision_cache(tmp_path_factory):
+    """Measured decisions go to a cache folder of this module (shared by its tests: one
+    measurement per architecture and shape), never the user's ~/.cache."""
+    mp = pytest.MonkeyPatch()
+    mp.setenv("XTASK_CACHE_DIR", str(tmp_path_factory.mktemp("xtask-cache")))
+    mp.delenv("XTASK_INFER_PATH", raising=False)
+    yield
+    mp.undo()
+
+
 def _randomise_bn(model: nn.Module, seed: int = 0) -> int:
     """Random running statistics and affine parameters in every BN, so folding is really exercised."""
     g = torch.Generator().manual_seed(seed)
@@ -162,8 +173,8 @@ def _clear_pixels(ref_logits: torch.Tensor, frac: float = 0.05) -> torch.Tensor:
     return (top2[:, 0] - top2[:, 1]) > frac * ref_logits.std()
 
 
-@pytest.mark.parametrize("precision", ["bf16", "fp32"])
-def test_fast_path_agrees_with_fp32(bn_model_default, precision):
+@pytest.mark.parametrize("path", ["bf16_fused", "bf16_traced", "folded", "fused", "traced"])
+def test_fast_path_agrees_with_fp32(bn_model_default, path):
     """Issue targets: argmax agreement >= 99.5%, depth mean relative difference < 1%.
 
     An UNTRAINED net has a continuum of near-tied logits (random projections of its features),
@@ -178,8 +189,18 @@ def test_fast_path_agrees_with_fp32(bn_model_default, precision):
         ref = bn_model(x)
         with torch.autocast("cpu", dtype=torch.bfloat16):
             auto = bn_model(x)
-    p = Predictor(bn_model, device="cpu", precision=precision, fast=True)
+    from xtask_core.inference.fastpath import fusion_available
+
+    from xtask_core.inference.precision import cpu_has_native_bf16
+
+    if "fused" in path and not fusion_available():
+        pytest.skip("this torch build has no oneDNN fused convolution ops")
+    if path == "bf16_fused" and not cpu_has_native_bf16():
+        pytest.skip("oneDNN packs bf16 conv weights only on CPUs with native bf16")
+    precision = "bf16" if path.startswith("bf16") else "fp32"
+    p = Predictor(bn_model, device="cpu", precision=precision, path=path)
     out = p.forward(x)
+    assert p.route.name == path and p.route.source == "forced" and p.precision == precision
     assert p.bn_folded == count_batchnorm(bn_model)
     for o, r in zip(out, ref):
         assert o.shape == r.shape and o.dtype == torch.float32 and o.is_contiguous()
@@ -208,11 +229,14 @@ def test_fast_fp32_with_ttnet_bn_matches(bn_model):
     x = _smooth_input(n=2, seed=1)
     with torch.no_grad():
         ref = bn_model(x)
-    p = Predictor(bn_model, device="cpu", precision="fp32", fast=True)
-    out = p.forward(x)
-    assert p.bn_folded == count_batchnorm(bn_model) > 30  # encoder + decoders + TTNets
-    for o, r in zip(out, ref):
-        assert (o - r).abs().max().item() <= 1e-4 * max(1.0, r.abs().max().item())
+    folded = Predictor(bn_model, device="cpu", precision="fp32", path="folded")
+    measured = Predictor(bn_model, device="cpu", precision="fp32")  # whichever fp32 path wins here
+    for p in (folded, measured):
+        out = p.forward(x)
+        for o, r in zip(out, ref):
+            assert (o - r).abs().max().item() <= 1e-4 * max(1.0, r.abs().max().item())
+    assert folded.bn_folded == count_batchnorm(bn_model) > 30  # encoder + decoders + TTNets
+    assert measured.route.source in ("measured", "cached") and measured.precision == "fp32"
 
 
 def test_exact_reference_path_is_model_itself(tiny_model):
@@ -222,7 +246,8 @@ def test_exact_reference_path_is_model_itself(tiny_model):
         ref = tiny_model(x)
     for a, b in zip(p.forward(x), ref):
         assert torch.equal(a, b)
-    assert "reference" in p.path
+    assert p.route.name == "eager" and p.route.source == "reference" and p.precision == "fp32"
+    assert p._runner("eager").net is tiny_model  # no copy: the caller's model runs
 
 
 def test_predictor_does_not_mutate_model(bn_model):
@@ -355,23 +380,26 @@ def test_cpu_fast_path_fuses_convs_and_keeps_the_reference_answers(tiny_model):
     if not fusion_available():
         pytest.skip("this torch build has no oneDNN fused convolution ops")
     x = _smooth_input()
-    fused = Predictor(tiny_model, device="cpu", precision="fp32")
-    assert fused.fused > 0 and not fused.traced and "fused" in fused.path
-    mods = list(fused._net.modules())
+    fused = Predictor(tiny_model, device="cpu", precision="fp32", path="fused")
+    fused.forward(x)
+    assert fused.fused > 0 and not fused.traced and fused.route.name == "fused"
+    mods = list(fused._runners["fused"].net.modules())
     assert any(isinstance(m, FusedBasicBlock) for m in mods) and any(isinstance(m, LowResHeadDecoder) for m in mods)
     assert not any(type(m) is torch.nn.Conv2d for m in mods)  # every conv went to oneDNN's fused op
-    unfused = Predictor(tiny_model, device="cpu", precision="fp32", fuse=False)
+    unfused = Predictor(tiny_model, device="cpu", precision="fp32", path="channels_last")
+    unfused.forward(x)
     assert unfused.fused == 0 and not unfused.traced
-    forced = Predictor(tiny_model, device="cpu", precision="fp32", trace=True)
-    assert forced.traced and forced.fused == 0 and "traced" in forced.path
+    forced = Predictor(tiny_model, device="cpu", precision="fp32", path="traced")
+    forced.forward(x)
+    assert forced.traced and forced.fused == 0 and forced.route.name == "traced"
     ref = Predictor(tiny_model, device="cpu", precision="fp32", fast=False).forward(x)
     for p in (fused, unfused, forced):  # every fp32 fast path gives the reference's answers
         for a, b in zip(p.forward(x), ref):
             assert a.dtype == torch.float32 and a.shape == b.shape and a.is_contiguous()
             assert torch.allclose(a, b, rtol=1e-4, atol=1e-5)
     # bf16: fused and the traced graph agree with fp32 within bf16 rounding
-    for p in (Predictor(tiny_model, device="cpu", precision="bf16"),
-              Predictor(tiny_model, device="cpu", precision="bf16", trace=True)):
+    for p in (Predictor(tiny_model, device="cpu", precision="bf16", path="bf16_channels_last"),
+              Predictor(tiny_model, device="cpu", precision="bf16", path="bf16_traced")):
         out = p.forward(x)
         assert (out[0].argmax(1) == ref[0].argmax(1)).float().mean() > 0.97
         assert ((out[2] - ref[2]).abs().mean() / ref[2].abs().mean()) < 0.02
@@ -390,7 +418,7 @@ def test_fused_predictor_batches_and_odd_sizes(tiny_model):
 
     if not fusion_available():
         pytest.skip("this torch build has no oneDNN fused convolution ops")
-    p = Predictor(tiny_model, device="cpu", precision="fp32")
+    p = Predictor(tiny_model, device="cpu", precision="fp32", path="fused")
     ref = Predictor(tiny_model, device="cpu", precision="fp32", fast=False)
     for shape in ((3, 3, 64, 96), (1, 3, 32, 32)):  # batch > 1 and a size the weights were not packed for
         x = torch.randn(*shape)
@@ -400,7 +428,7 @@ def test_fused_predictor_batches_and_odd_sizes(tiny_model):
     assert seg_t is None and depth_t is None and seg.shape == (1, 7, 64, 64)
 
 
-def test_fusion_failure_falls_back_to_an_unfused_copy_with_the_same_answers(tiny_model, monkeypatch):
+def test_fusion_failure_falls_back_to_an_unfused_copy_with_the_same_answers(tiny_model, monkeypatch, tmp_path):
     from xtask_core.inference import fastpath
 
     if not fastpath.fusion_available():
@@ -412,12 +440,16 @@ def test_fusion_failure_falls_back_to_an_unfused_copy_with_the_same_answers(tiny
         raise RuntimeError("mkldnn op not supported")
 
     monkeypatch.setattr(fastpath.FusedConv2d, "forward", broken_forward)
-    p = Predictor(tiny_model, device="cpu", precision="fp32")
-    assert p.fused == 0 and p.fallback_reason == "conv fusion failed: RuntimeError"
-    assert "conv fusion failed" in p.path
-    assert not any(isinstance(m, fastpath.FusedConv2d) for m in p._net.modules())
-    for a, b in zip(p.forward(x), ref):
+    p = Predictor(tiny_model, device="cpu", precision="fp32", cache_dir=tmp_path, budget_s=5.0)
+    out = p.forward(x)
+    assert p.route.rejected["fused"].startswith("raised RuntimeError: mkldnn op not supported")
+    assert p.route.name != "fused" and p.fused == 0 and "fused" not in p._runners
+    for a, b in zip(out, ref):
         assert torch.allclose(a, b, rtol=1e-4, atol=1e-5)
+    forced = Predictor(tiny_model, device="cpu", precision="fp32", path="fused")  # fails at run time
+    for a, b in zip(forced.forward(x), ref):
+        assert torch.allclose(a, b, rtol=1e-4, atol=1e-5)
+    assert forced.route.name == "eager" and forced.route.fallback.startswith("fused raised RuntimeError")
     before = {k: v.clone() for k, v in tiny_model.state_dict().items()}
     Predictor(tiny_model, device="cpu", precision="fp32")  # the shared model is never touched
     assert all(torch.equal(before[k], v) for k, v in tiny_model.state_dict().items())

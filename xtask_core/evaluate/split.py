@@ -171,5 +171,5 @@ def evaluate_split(loaded_or_model, dataset, *, batch_size: int = 4, fast: bool 
         for name, value in loss_sums.items():
             result[f"loss_{name}"] = value / done
     result["precision"] = pred.precision
-    result["eval_path"] = pred.path
+    result["eval_path"] = str(pred.route)
     return result

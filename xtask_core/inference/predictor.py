@@ -1,30 +1,28 @@
-"""Fast inference: :class:`Predictor` (preprocessing + fast model path) and :class:`Prediction`.
+"""Fast inference: :class:`Predictor` (preprocessing + the measured fastest model path) and :class:`Prediction`.
 
-Paths (``Predictor.path`` says which one runs):
+``Predictor.route`` says which path runs and why. The candidates (:mod:`~xtask_core.inference.paths`:
+plain eager fp32, BN-folded, channels-last, fused oneDNN convolutions, traced + frozen graphs, bf16
+variants where the CPU has native bf16, autocast on CUDA) are timed for each input shape on
+first use (or by :meth:`Predictor.autotune`, which the app runs in a background thread at
+start-up: :func:`~xtask_core.inference.autotune.start_warm_up`), each checked against the plain fp32
+outputs, and the fastest that passes runs; the decision is cached on disk, so the next process
+starts on it at once (:mod:`~xtask_core.inference.autotune`).
 
-- ``fast=True`` on CPU: a private deep copy of the model with every BatchNorm folded into its
-  conv (in float64), channels-last, with bf16 weights where the CPU has AMX (``precision="auto"``;
-  AVX512-BF16 alone runs bf16 slower than fp32), fp32 elsewhere. Its convolutions are fused with
-  their ReLU / residual add and run as oneDNN calls on pre-packed weights, and the decoders'
-  1×1 heads run before their last upsampling (:func:`~xtask_core.inference.fastpath.fuse_for_cpu`;
-  eager). Where the fused ops are missing, the copy runs as a traced + frozen + oneDNN-optimised
-  graph per input shape with bf16 weights, eagerly with fp32 ones. See ``xtask bench`` and the
-  README for the measured factors (eager fp32 is the reference).
-- ``fast=True`` on CUDA: the folded copy, channels-last, under autocast (bf16, or fp16 where
-  bf16 is missing); eager, so no per-shape warm-up.
-- ``fast=False``: the caller's model itself, eager, under ``autocast(precision)``;
-  ``precision="fp32", fast=False`` is the exact reference path.
+Forcing a path: ``Predictor(..., path="eager")`` or the environment variable ``XTASK_INFER_PATH``
+(the argument wins). ``path="eager"`` (or ``fast=False`` with ``precision="fp32"``) is the exact
+reference: the caller's model itself. ``fast=False`` runs the caller's model eagerly under
+``autocast(precision)``.
 
 The shared model is never modified (the app caches one per checkpoint and shares it between
-sessions): folding, casting and layout changes happen on the copy. One lock serialises
-forwards, so a Predictor may be shared by several threads (Streamlit sessions).
+sessions): folding, casting and layout changes happen on private copies. One lock serialises
+measurements and forwards, so a Predictor may be shared by several threads (Streamlit sessions).
 """
 from __future__ import annotations
 
+import os
 import threading
-from collections import OrderedDict
-from dataclasses import dataclass, replace
-from typing import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import torch
@@ -32,14 +30,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from xtask_core.errors import XTaskError
-from xtask_core.inference.precision import autocast, resolve_precision
+from xtask_core.inference import autotune as tuning
+from xtask_core.inference.paths import SPECS, PathRunner, candidate_paths, valid_paths
+from xtask_core.inference.precision import resolve_precision
 
-__all__ = ["Predictor", "Prediction", "preprocess_rgb", "MAX_CACHED_GRAPHS"]
+__all__ = ["Predictor", "Prediction", "Route", "preprocess_rgb", "PATH_ENV"]
 
-MAX_CACHED_GRAPHS = 4  # traced graphs kept per Predictor (one per input shape), least recent dropped
-_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
-
-
+PATH_ENV = "XTASK_INFER_PATH"  # environment variable forcing a path by name (see paths.SPECS)
 # --------------------------------------------------------------------------- Prediction
 @dataclass(frozen=True)
 class Prediction:
@@ -75,7 +72,7 @@ class Prediction:
         """(H, W) of the maps."""
         return tuple(self.depth.shape)
 
-    def resized(self, h: int, w: int) -> "Prediction":
+    def resized(self, h: int, w: int) -> Prediction:
         """This prediction at h×w: bilinear for the logit and depth maps and the image.
 
         Labels (``seg``/``seg_t``) are the argmax of the resized logits, which gives smoother
@@ -147,28 +144,71 @@ def _model_device(model: nn.Module) -> torch.device:
     return p.device if p is not None else torch.device("cpu")
 
 
+def probe_input(shape: Sequence[int], seed: int = 0) -> torch.Tensor:
+    """A deterministic, smooth N×3×H×W float32 input (low-resolution noise upsampled bilinearly,
+    about unit variance) for measuring paths: closer to a normalised photo than white noise, so
+    the argmax-agreement gate is not judged on meaningless near-ties alone."""
+    n, c, h, w = (int(v) for v in shape)
+    g = torch.Generator().manual_seed(seed)
+    low = torch.randn(n, c, max(1, h // 16), max(1, w // 16), generator=g)
+    return F.interpolate(low, size=(h, w), mode="bilinear", align_corners=False)
+
+
+@dataclass(frozen=True)
+class Route:
+    """The path a Predictor runs for one input shape, and why.
+
+    ``name``: a key of :data:`~xtask_core.inference.paths.SPECS` ("eager", "folded", …, or
+    "pending" before the first measurement); ``precision``: what it computes in; ``source``:
+    "measured", "cached" (a decision measured earlier, possibly by another process), "forced"
+    (argument or ``XTASK_INFER_PATH``), "reference" (``fast=False``) or "pending";
+    ``times_ms``: median ms per call of each measured candidate (from the measurement, also when
+    cached); ``rejected``: candidate → why not used; ``fallback``: why the chosen path was given
+    up at run time ("" if it was not).
+    """
+
+    name: str
+    precision: str
+    description: str
+    source: str
+    reason: str = ""
+    times_ms: Mapping[str, float] = field(default_factory=dict)
+    rejected: Mapping[str, str] = field(default_factory=dict)
+    fallback: str = ""
+    shape: tuple = ()
+
+    def __str__(self) -> str:
+        text = f"{self.name} ({self.description}); {self.source}"
+        text += f": {self.reason}" if self.reason else ""
+        return text + (f"; fell back: {self.fallback}" if self.fallback else "")
+
+
 class Predictor:
-    """Runs an XTaskNet for display and evaluation, as fast as the device allows.
+    """Runs an XTaskNet for display and evaluation on the fastest correct path for the machine.
 
     Args:
         loaded: a :class:`~xtask_core.checkpoint.Loaded` (``.model``, ``.config``, ``.meta``),
             or a bare XTaskNet (its ``.config`` is used).
         device: where to run; None = the model's own device.
-        precision: "auto" | "fp32" | "bf16" | "fp16" (see :mod:`xtask_core.inference.precision`).
-        fast: use the fast path (a private optimised copy); False runs the model itself, eager.
-        trace: CPU fast path only: run a traced + frozen graph (True) or the copy eagerly (False);
-            None = trace only where the copy is not fused and holds bf16 weights.
-        fuse: CPU fast path only: fuse each conv with its ReLU / residual add and pre-pack its
-            weights (:func:`~xtask_core.inference.fastpath.fuse_for_cpu`; eager). None = wherever this
-            torch build has the ops, unless ``trace=True``; False = never.
+        precision: "auto" | "fp32" | "bf16" | "fp16" (see :mod:`xtask_core.inference.precision`):
+            which paths are candidates (:func:`~xtask_core.inference.paths.candidate_paths`).
+        fast: False runs the caller's model itself, eager, under ``autocast(precision)``
+            (``precision="fp32"``: the exact reference), measuring nothing.
+        path: force a path by name (see :mod:`~xtask_core.inference.paths`); None = the env
+            variable ``XTASK_INFER_PATH`` if set, else measure.
+        budget_s: seconds of timed calls a measurement may spend (after one untimed call per
+            candidate); slow models get fewer repetitions.
+        cache_dir: folder of the decision cache (None: ``XTASK_CACHE_DIR`` or ``~/.cache/xtask``).
 
-    Attributes: ``device``, ``precision`` (resolved), ``fast``, ``config``, ``meta``, ``path``
-    (a short description of the path that runs), ``bn_folded`` (BatchNorms folded), ``fused``
-    (convolutions fused; 0 when not), ``fallback_reason`` (why a faster path was given up, or "").
+    Construction is cheap: nothing is copied, built or measured until the first forward of a
+    shape (or :meth:`autotune`). Attributes: ``device``, ``fast``, ``config``, ``meta``,
+    ``requested_precision``; properties ``route`` (the :class:`Route` of the last shape run),
+    ``routes`` (all, by input shape), ``precision`` (of the route), ``bn_folded``, ``fused``.
     """
 
     def __init__(self, loaded, device: str | torch.device | None = None, precision: str = "auto",
-                 fast: bool = True, trace: bool | None = None, fuse: bool | None = None):
+                 fast: bool = True, path: str | None = None, budget_s: float = 1.5,
+                 cache_dir: str | os.PathLike | None = None):
         model = loaded if isinstance(loaded, nn.Module) else getattr(loaded, "model", None)
         if not isinstance(model, nn.Module):
             raise XTaskError("Predictor needs a loaded checkpoint (with .model) or a model")
@@ -179,75 +219,157 @@ class Predictor:
         self.device = torch.device(device) if device is not None else _model_device(model)
         if self.device.type == "cuda" and not torch.cuda.is_available():
             raise XTaskError("CUDA was requested but no CUDA device is available; use device='cpu'")
-        self.precision = resolve_precision(self.device, precision)
+        self._resolved = resolve_precision(self.device, precision)
+        self.requested_precision = precision
         self.fast = bool(fast)
+        forced, origin = path, "the path argument"
+        if forced is None and self.fast and os.environ.get(PATH_ENV, "").strip():
+            forced, origin = os.environ[PATH_ENV].strip(), PATH_ENV
+        if forced is not None:
+            if forced not in valid_paths(self.device):
+                raise XTaskError(f"unknown inference path {forced!r} (from {origin}) on {self.device.type}; "
+                                 f"one of {', '.join(valid_paths(self.device))}")
+            if not self.fast and forced != "eager":
+                raise XTaskError(f"fast=False runs the model itself; path {forced!r} needs fast=True")
+        self._forced, self._forced_by = forced, origin
+        self._model = model
+        self.budget_s = float(budget_s)
+        self._cache = tuning.DecisionCache(cache_dir) if cache_dir is not None else None
         self._lock = threading.RLock()
-        self._graphs: OrderedDict = OrderedDict()  # (shape, direct_only) -> traced graph
-        self.bn_folded = 0
-        self.fused = 0
-        self.fallback_reason = ""
-        self._jit_ok = False
-        self._dtype = torch.float32
-        if self.fast:
-            from xtask_core.inference.fastpath import prepare_copy
+        self._runners: dict[str, PathRunner] = {}
+        self._routes: dict[tuple, Route] = {}
+        self._last: tuple | None = None
 
-            # CPU: weights in the compute dtype (no per-call autocast casts); CUDA keeps fp32 weights
-            # under autocast, which keeps the reductions (log-softmax) in fp32.
-            self._dtype = _DTYPES[self.precision] if self.device.type == "cpu" else torch.float32
-            self._net, self.bn_folded = prepare_copy(model, dtype=self._dtype, device=self.device,
-                                                     channels_last=True)
-            if self.device.type == "cpu":
-                if trace is not True and fuse is not False:
-                    self._fuse(model)
-                # Unfused: the traced + frozen oneDNN graph paid off with bf16 weights (AMX: ≈ 59
-                # vs 70-77 ms eager); with fp32 weights on an AVX2 CPU it was slower than the
-                # folded channels-last copy run eagerly (full model, batch 1: 829 vs 722 ms;
-                # batch 4: 3.44 vs 2.71 s). ``trace`` can force either choice.
-                self._jit_ok = not self.fused and (self.precision == "bf16" if trace is None else bool(trace))
-        elif model.training or _model_device(model) != self.device:
-            import copy
+    # ----------------------------------------------------------------- routes
+    def _runner(self, name: str) -> PathRunner:
+        r = self._runners.get(name)
+        if r is None:
+            r = PathRunner(name, self._model, self.device, eager_precision="fp32" if self.fast else self._resolved)
+            self._runners[name] = r
+        return r
 
-            # A train-mode model would update BN statistics, and moving it would move the
-            # caller's: both are mutations, so run a private eval copy instead.
-            self._net = copy.deepcopy(model).eval().to(self.device)
+    def _make_route(self, name: str, source: str, reason: str, shape: tuple,
+                    decision: tuning.Decision | None = None) -> Route:
+        spec = SPECS[name]
+        precision = spec.precision if self.fast else self._resolved
+        desc = (spec.description if self.fast or precision == "fp32"
+                else f"the model itself, eager, autocast {precision}")
+        return Route(name, precision, desc, source, reason, dict(decision.times_ms) if decision else {},
+                     dict(decision.rejected) if decision else {}, "", shape)
+
+    def _keep_only(self, keep: set) -> None:
+        keep = keep | {r.name for r in self._routes.values()}
+        for name in [n for n in self._runners if n not in keep]:
+            del self._runners[name]  # frees the copy (and its traced graphs)
+
+    def _measure(self, shape: tuple, remeasure: bool = False) -> Route:
+        names = candidate_paths(self.device, self.requested_precision)
+        device = str(self.device) if self.device.type == "cpu" else torch.cuda.get_device_name(self.device)
+        parts = {"model": self.config.to_dict(), "shape": list(shape), "batch": shape[0],
+                 "precision": self.requested_precision, "device": device, "candidates": names}
+        key = tuning.cache_key(parts)
+        cache = self._cache or tuning.DecisionCache()
+        if not remeasure:
+            d = cache.get(key)
+            if d is not None and d.chosen in names:
+                self._keep_only({d.chosen})
+                return self._make_route(d.chosen, "cached", d.reason, shape, d)
+        x = probe_input(shape)
+
+        def builder(name: str):
+            def build():
+                runner = self._runner(name)
+                return lambda: runner(x)
+            return build
+
+        cands = {n: builder(n) for n in names}
+        if self.requested_precision in ("bf16", "fp16"):  # eager is the reference and the fallback only
+            reference, fallback = self._runner("eager")(x), "eager"
+            del cands["eager"]
         else:
-            self._net = model
+            reference, fallback = "eager", None
+        d = tuning.choose(cands, reference, budget_s=self.budget_s, fallback=fallback)
+        cache.put(key, d, parts)
+        self._keep_only({d.chosen})
+        return self._make_route(d.chosen, "measured", d.reason, shape, d)
 
-    def _fuse(self, model: nn.Module) -> None:
-        """Fuse the CPU copy's convolutions (:func:`~xtask_core.inference.fastpath.fuse_for_cpu`) and run it
-        once on a small input; if the fused ops fail on this build, go back to an unfused copy."""
-        from xtask_core.inference.fastpath import fuse_for_cpu, prepare_copy
-
-        try:
-            self.fused = fuse_for_cpu(self._net)
-            if self.fused:
-                with torch.no_grad():
-                    self._net(torch.zeros(1, 3, 32, 32, dtype=self._dtype).contiguous(
-                        memory_format=torch.channels_last))
-        except Exception as err:  # noqa: BLE001 - any failure of the private ops: run unfused, say why
-            self.fused = 0
-            self.fallback_reason = f"conv fusion failed: {type(err).__name__}"
-            self._net, self.bn_folded = prepare_copy(model, dtype=self._dtype, device=self.device,
-                                                     channels_last=True)
-
-    # ----------------------------------------------------------------- description
-    @property
-    def path(self) -> str:
+    def _route_for(self, shape: tuple, remeasure: bool = False) -> Route:
+        r = None if remeasure else self._routes.get(shape)
+        if r is not None:
+            return r
         if not self.fast:
-            return f"eager {self.precision} (reference path)"
-        if self.device.type == "cpu":
-            if self.fused:
-                return (f"eager, {self.precision} weights, BN folded ({self.bn_folded}), "
-                        f"{self.fused} convs fused with their ReLU/residual (pre-packed), channels-last")
-            how = ("traced+frozen oneDNN graph" if self._jit_ok
-                   else f"eager ({self.fallback_reason})" if self.fallback_reason else "eager")
-            return f"{how}, {self.precision} weights, BN folded ({self.bn_folded}), channels-last"
-        return f"eager autocast {self.precision}, BN folded ({self.bn_folded}), channels-last"
+            r = self._make_route("eager", "reference", "fast=False", shape)
+        elif self._forced is not None:
+            r = self._make_route(self._forced, "forced", f"by {self._forced_by}", shape)
+        else:
+            r = self._measure(shape, remeasure=remeasure)
+        self._routes[shape] = r
+        return r
+
+    def autotune(self, size: tuple[int, int] | None = None, batch: int = 1, remeasure: bool = False) -> Route:
+        """Decide (measure, or take the cached decision) and build the path for ``batch``×3×size
+        ((H, W), multiples of 32; default the config's size) now, and run it once, so the first
+        real request does not wait. ``remeasure=True`` ignores earlier decisions. Returns the
+        :class:`Route`. Thread-safe; blocks other forwards of this Predictor while it runs."""
+        if batch < 1:
+            raise XTaskError(f"batch must be >= 1, got {batch}")
+        h, w = self._size(size)
+        shape = (int(batch), 3, h, w)
+        with self._lock:
+            route = self._route_for(shape, remeasure=remeasure)
+            self._runner(route.name)(probe_input(shape))  # builds a traced graph for this shape, if any
+            self._last = shape
+            return route
+
+    def warmup(self, size: tuple[int, int] | None = None, batch: int = 1) -> Route:
+        """Same as :meth:`autotune` (kept for callers of the older name)."""
+        return self.autotune(size, batch=batch)
+
+    @property
+    def route(self) -> Route:
+        """The :class:`Route` of the last input shape run (or decided); a "pending" one before."""
+        with self._lock:
+            r = self._routes.get(self._last) if self._last is not None else None
+        if r is not None:
+            return r
+        if not self.fast or self._forced is not None:
+            name = self._forced or "eager"
+            return self._make_route(name, "forced" if self._forced else "reference",
+                                    f"by {self._forced_by}" if self._forced else "fast=False", ())
+        return Route("pending", self._resolved, "measured on the first forward of each input shape", "pending")
+
+    @property
+    def routes(self) -> dict:
+        """Every decided input shape (N, 3, H, W) → its :class:`Route`."""
+        with self._lock:
+            return dict(self._routes)
+
+    @property
+    def precision(self) -> str:
+        """What the current route computes in ("fp32", "bf16" or "fp16")."""
+        return self.route.precision
+
+    def _current_runner(self) -> PathRunner | None:
+        r = self.route
+        return self._runners.get(r.name)
+
+    @property
+    def bn_folded(self) -> int:
+        """BatchNorms folded into convolutions on the current route (0 on eager)."""
+        r = self._current_runner()
+        return r.bn_folded if r is not None else 0
+
+    @property
+    def fused(self) -> int:
+        """Convolutions fused on the current route (0 when not a fused path)."""
+        r = self._current_runner()
+        return r.fused if r is not None else 0
 
     @property
     def traced(self) -> bool:
-        """True when forwards run as traced graphs (one per input shape, built on first use)."""
-        return self._jit_ok
+        """True when forwards are specialised per input shape (measured per shape, or traced
+        graphs): callers batching a dataset should pad the last batch to keep one shape."""
+        return self.fast and (self._forced is None or SPECS[self._forced].trace)
 
     # ----------------------------------------------------------------- forward
     def _check_input(self, x: torch.Tensor) -> None:
@@ -255,67 +377,36 @@ class Predictor:
             shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
             raise XTaskError(f"expected an N×3×H×W image batch, got {shape}")
         h, w = x.shape[-2:]
-        if h % 32 or w % 32:  # the traced graph no longer runs the model's own check
+        if h % 32 or w % 32:  # a traced graph no longer runs the model's own check
             raise XTaskError(f"input height and width must be multiples of 32, got {h}x{w}; "
                              "resize or pad the image first")
-
-    def _graph(self, x: torch.Tensor, direct_only: bool):
-        """The traced graph for x's shape (built on first use), or None to run eager."""
-        if not self._jit_ok:
-            return None
-        key = (tuple(x.shape), direct_only)
-        g = self._graphs.get(key)
-        if g is not None:
-            self._graphs.move_to_end(key)
-            return g
-        from xtask_core.inference.fastpath import (
-            DirectOutputs,
-            FourOutputs,
-            freeze_for_inference,
-        )
-
-        wrapper = DirectOutputs(self._net) if direct_only else FourOutputs(self._net)
-        try:
-            g = freeze_for_inference(wrapper, x)
-        except Exception as err:  # noqa: BLE001 - any tracing failure: fall back to eager, say why
-            self._jit_ok = False
-            self.fallback_reason = f"tracing failed: {type(err).__name__}"
-            return None
-        self._graphs[key] = g
-        while len(self._graphs) > MAX_CACHED_GRAPHS:
-            self._graphs.popitem(last=False)
-        return g
 
     def forward(self, x: torch.Tensor, direct_only: bool = False) -> tuple:
         """x: N×3×H×W float (normalised, H, W multiples of 32) → ``(seg, seg_t, depth, depth_t)``.
 
         Same contract as ``model(x)``: float32 N×C×H×W, N×C×H×W, N×1×H×W, N×1×H×W on
-        ``self.device`` (contiguous); seg_t and depth_t are None with ``direct_only``.
+        ``self.device`` (contiguous); seg_t and depth_t are None with ``direct_only``. The first
+        call for a new shape measures the candidate paths (or reads the cached decision). If
+        the chosen path fails at run time, this shape falls back to eager (``route.fallback``).
         """
         self._check_input(x)
-        with self._lock, torch.no_grad():
-            if not self.fast:
-                with autocast(self.device, self.precision):
-                    out = self._net(x.to(self.device), direct_only=direct_only)
-                return tuple(None if o is None else o.float() for o in out)
-            dtype = self._dtype
-            xin = x.to(self.device, dtype=dtype).contiguous(memory_format=torch.channels_last)
-            g = self._graph(xin, direct_only)
-            if g is not None:
-                out = g(xin)
-                out = (out[0], None, out[1], None) if direct_only else out
-            else:
-                with autocast(self.device, self.precision if self.device.type == "cuda" else "fp32"):
-                    out = self._net(xin, direct_only=direct_only)
-            return tuple(None if o is None else o.float().contiguous() for o in out)
+        shape = tuple(int(v) for v in x.shape)
+        with self._lock:
+            route = self._route_for(shape)
+            self._last = shape
+            try:
+                return self._runner(route.name)(x, direct_only=direct_only)
+            except XTaskError:
+                raise
+            except Exception as err:  # noqa: BLE001 - a failing fast path: run eager, say why
+                if route.name == "eager":
+                    raise
+                self._routes[shape] = replace(self._make_route("eager", route.source, route.reason, shape),
+                                              times_ms=route.times_ms, rejected=route.rejected,
+                                              fallback=f"{route.name} {tuning.short_error(err)}")
+                return self._runner("eager")(x, direct_only=direct_only)
 
     __call__ = forward
-
-    def warmup(self, size: tuple[int, int] | None = None, batch: int = 1) -> None:
-        """Build the graph for ``batch``×3×size now (default: the model's size), so the first real
-        request does not pay for tracing (≈0.1-1 s on CPU)."""
-        h, w = size or (self.config.height, self.config.width)
-        self.forward(torch.zeros(batch, 3, h, w))
 
     # ----------------------------------------------------------------- images
     def _size(self, size) -> tuple[int, int]:
