@@ -1,17 +1,11 @@
 """Home: what cross-task consistency is, one live figure, the device, where to go next."""
-import sys
-from pathlib import Path
+import streamlit as st
 
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:  # standalone `streamlit run app_pages/home.py`
-    sys.path.insert(0, str(ROOT))
-
-import streamlit as st  # noqa: E402
-
-from app_pages import common  # noqa: E402
+from xtask_app import cache, charts, pickers, selection, settings
+from xtask_core.io.keys import array_key
 
 st.title("Cross-task consistency explorer")
-state = common.sidebar()
+state = selection.sidebar()
 
 st.markdown(
     "One network looks at a street scene and predicts two things at once: **semantic "
@@ -22,35 +16,33 @@ st.markdown(
     "time (the *consistency energy*), the model is often wrong, and it can tell you so without "
     "any label.")
 
-st.caption(f"Running on: **{common.device_label()}**.")
+st.caption(f"Running on: **{settings.device_label()}**.")
 
 if state is None:
     st.info("Load a checkpoint in the sidebar to see the live model.")
     st.stop()
 
-found = common.samples()
+found = settings.samples()
 if found:
     s = found[0]
-    rgb, _, _ = common.sample_arrays(state, s)
-    pred = common.predict(state, rgb, common.explore.array_key(rgb))
-    panels = common.prediction_panels(state, pred, cmap="magma")
+    rgb, _, _ = pickers.sample_arrays(state, s)
+    pred = cache.predict(state, rgb, array_key(rgb))
+    panels = charts.prediction_panels(state, pred, cmap="magma")
     st.subheader(f"The live model on {s.name}")
-    common.class_legend(state)
+    charts.class_legend(state)
     cols = st.columns(3)
     cols[0].image(pred.input_rgb, caption="input (as the model sees it)", width="stretch")
     cols[1].image(panels["seg"], caption="direct segmentation", width="stretch")
-    cols[2].image(panels["seg_t"], caption="transferred from depth (depth → seg net)",
-                  width="stretch")
+    cols[2].image(panels["seg_t"], caption="transferred from depth (depth → seg net)", width="stretch")
     cols = st.columns(3)
     cols[0].caption("Top row: segmentation; bottom row: depth. *Direct* predictions come from the "
                     "image; *transferred* ones see only the other task's prediction, never the image. "
                     "Where the two agree the model is consistent.")
-    cols[1].image(panels["depth"], caption="direct depth (bright = " + ("near)" if state.depth_kind == "disparity"
-                  else "far)"), width="stretch")
-    cols[2].image(panels["depth_t"], caption="transferred from segmentation (seg → depth net)",
-                  width="stretch")
+    near_far = "near" if state.depth_kind == "disparity" else "far"
+    cols[1].image(panels["depth"], caption=f"direct depth (bright = {near_far})", width="stretch")
+    cols[2].image(panels["depth_t"], caption="transferred from segmentation (seg → depth net)", width="stretch")
 else:
-    st.info(f"No sample images in {common.samples_dir()}; the other pages accept uploads.")
+    st.info(f"No sample images in {settings.samples_dir()}; the other pages accept uploads.")
 
 if state.meta.get("dataset") == "synthetic":
     st.warning("Honest note: the demo checkpoint and sample images are **synthetic** street scenes "

@@ -1,31 +1,24 @@
 """Predictions: one image through the current checkpoint, direct and transferred outputs side by side."""
-import sys
-from pathlib import Path
+import pandas as pd
+import streamlit as st
 
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:  # standalone `streamlit run app_pages/predictions.py`
-    sys.path.insert(0, str(ROOT))
-
-import pandas as pd  # noqa: E402
-import streamlit as st  # noqa: E402
-
-from app_pages import common  # noqa: E402
-from xtask_core import explore  # noqa: E402
+from xtask_app import cache, charts, downloads, pickers, selection
+from xtask_core.evaluate.report import image_metrics, metrics_row
 
 st.title("Predictions")
-state = common.sidebar()
+state = selection.sidebar()
 if state is None:
     st.stop()
 
-picked = common.image_picker(state, "pred")
+picked = pickers.image_picker(state, "pred")
 if picked is None:
     st.stop()
-pred = common.predict(state, picked.rgb, picked.key)
+pred = cache.predict(state, picked.rgb, picked.key)
 
 # Display-only controls: they never re-run the model (the prediction above is cached).
 c1, c2, c3 = st.columns([2, 2, 3])
 alpha = c1.slider("Segmentation overlay opacity", 0.0, 1.0, 0.6, 0.05, key="pred_alpha")
-cmap = c2.selectbox("Depth colour map", common.CMAPS, key="pred_cmap")
+cmap = c2.selectbox("Depth colour map", charts.CMAPS, key="pred_cmap")
 show = c3.multiselect("Panels", ["ground truth", "direct", "transferred"],
                       default=["ground truth", "direct", "transferred"], key="pred_panels")
 
@@ -40,48 +33,50 @@ c2.markdown("**How to read this page**\n\n"
             "- Where direct and transferred agree, the two tasks are consistent.\n"
             "- Hover any panel for the value under the cursor.")
 
-has_gt = picked.gt_seg is not None
-cols_seg = [("ground truth", picked.gt_seg)] if has_gt and "ground truth" in show else []
-cols_seg += [(n, a) for n, a in (("direct", pred.seg), ("transferred", pred.seg_t)) if n in show]
+
+def panel_list(gt, direct, transferred) -> list[tuple[str, object]]:
+    """(name, map) of the panels picked in "Panels" (ground truth only when there is one)."""
+    items = [("ground truth", gt), ("direct", direct), ("transferred", transferred)]
+    return [(n, a) for n, a in items if n in show and a is not None]
+
+
 panels = {}
 st.subheader("Segmentation")
 st.caption(f"Class colours over the input at {alpha:.0%} opacity; hover a pixel for its class. "
            "Transferred = the depth → segmentation net applied to the direct depth.")
-common.class_legend(state)
+charts.class_legend(state)
+cols_seg = panel_list(picked.gt_seg, pred.seg, pred.seg_t)
 n_seg = max(1, len(cols_seg))
 for col, (name, labels) in zip(st.columns(n_seg), cols_seg):
     with col:
-        panels[f"seg_{name.replace(' ', '_')}"] = common.seg_chart(
+        panels[f"seg_{name.replace(' ', '_')}"] = charts.seg_chart(
             state, labels, f"{name} segmentation", pred.input_rgb, alpha, key=f"pred_seg_{name}", ncols=n_seg)
 
 st.subheader("Depth")
-unit = common.depth_unit(state)
 st.caption(f"Colour bar in model units ({state.depth_unit})"
            + (", bright = near; hover also gives metres through the Cityscapes stereo camera"
               if state.depth_kind == "disparity" else "")
            + ". Blank pixels have no depth (sky in the ground truth, ≤ 0 in a prediction). All panels share one "
            "colour range. Transferred = the segmentation → depth net applied to the direct segmentation.")
-cols_dep = [("ground truth", picked.gt_depth)] if picked.gt_depth is not None and "ground truth" in show else []
-cols_dep += [(n, a) for n, a in (("direct", pred.depth), ("transferred", pred.depth_t)) if n in show]
-vmin, vmax = common.depth_range(state, pred)
+cols_dep = panel_list(picked.gt_depth, pred.depth, pred.depth_t)
+vmin, vmax = charts.prediction_depth_range(pred)
 n_dep = max(1, len(cols_dep))
 for col, (name, depth) in zip(st.columns(n_dep), cols_dep):
     with col:
-        panels[f"depth_{name.replace(' ', '_')}"] = common.depth_chart(
+        panels[f"depth_{name.replace(' ', '_')}"] = charts.depth_chart(
             state, depth, f"{name} depth", cmap, vmin, vmax, key=f"pred_depth_{name}", ncols=n_dep)
-common.download_pngs(panels, "pred_dl")
+downloads.download_pngs(panels, "pred_dl")
 
-if has_gt:
+if picked.gt_seg is not None:
     st.subheader("This image's metrics")
-    rows = []
-    for name, seg, dep in (("direct", pred.seg_logits, pred.depth), ("transferred", pred.seg_t_logits, pred.depth_t)):
-        m = explore.image_metrics(seg, dep, picked.gt_seg, picked.gt_depth, state.num_classes, state.ignore_index)
-        rows.append(explore.metrics_row(name, m))
-    table = pd.DataFrame(rows)
-    st.dataframe(table, hide_index=True, column_config=common.metrics_columns(state))
+    table = pd.DataFrame([metrics_row(name, image_metrics(seg, dep, picked.gt_seg, picked.gt_depth,
+                                                          state.num_classes, state.ignore_index))
+                          for name, seg, dep in (("direct", pred.seg_logits, pred.depth),
+                                                 ("transferred", pred.seg_t_logits, pred.depth_t))])
+    st.dataframe(table, hide_index=True, column_config=charts.metrics_columns(state))
     st.caption("mIoU over the classes present in this image (prediction ∪ ground truth); void / invalid "
                "pixels are left out. Transferred = the transfer nets' outputs scored against the same ground truth.")
-    common.download_csv("Download metrics (CSV)", table, "metrics.csv", key="pred_csv")
+    downloads.download_csv("Download metrics (CSV)", table, "metrics.csv", key="pred_csv")
 else:
     st.info("No ground truth for this image, so no metrics: pick a sample or a dataset item for those.")
 
@@ -91,4 +86,4 @@ st.caption("Every pixel of the direct depth lifted to 3-D (axes in metres) with 
            + ("the Cityscapes focal length and stereo baseline turn disparity into metres"
               if state.depth_kind == "disparity" else "an assumed 60° horizontal field of view")
            + "; pixels without depth or beyond 80 m are left out. Drag to rotate, scroll to zoom.")
-common.point_cloud_chart(state, pred, colour_by, key="pred_cloud")
+charts.point_cloud_chart(state, pred, colour_by, key="pred_cloud")

@@ -4,6 +4,8 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+import pytest
+
 from tests.app_helpers import app_text, checkpoint_box, make_app_env, run_page
 
 TIMEOUT_S = 240   # the trainer subprocess shares 2 cores with the whole team
@@ -29,6 +31,7 @@ def test_finetune_page_widgets(tmp_path, monkeypatch):
     assert "synthetic" in app_text(at)
 
 
+@pytest.mark.slow   # a real training subprocess: ~1 min on 2 shared cores
 def test_finetune_runs_to_completion(tmp_path, monkeypatch):
     env = make_app_env(tmp_path)
     at = run_page("finetune", env, monkeypatch, timeout=120)

@@ -60,14 +60,14 @@ def test_failed_load_keeps_previous_model(tmp_path, monkeypatch):
 
 
 def _pick_app():
-    """A one-button app: the shared sidebar + a button calling common.select_checkpoint($PICK)."""
+    """A one-button app: the shared sidebar + a button calling selection.select_checkpoint($PICK)."""
     import os
 
     import streamlit as st
 
-    from app_pages import common
-    common.sidebar()
-    st.button("use it", key="use", on_click=common.select_checkpoint, args=(os.environ["PICK"],))
+    from xtask_app import selection
+    selection.sidebar()
+    st.button("use it", key="use", on_click=selection.select_checkpoint, args=(os.environ["PICK"],))
 
 
 def test_select_checkpoint_switches_adds_and_refuses(tmp_path, monkeypatch):
@@ -95,3 +95,38 @@ def test_select_checkpoint_switches_adds_and_refuses(tmp_path, monkeypatch):
     at.button(key="use").click().run()                        # missing: one-line error, selection kept
     assert any("no such file" in e.value for e in at.sidebar.error)
     assert checkpoint_box(at).value == "path: mine.safetensors (elsewhere)"
+
+
+def test_checkpoint_choice_lives_in_the_address(tmp_path, monkeypatch):
+    """A page opened by its address (reload, bookmark, link) keeps the checkpoint named in ?ckpt=."""
+    import streamlit as st
+    from streamlit.testing.v1 import AppTest
+
+    from tests.app_helpers import PAGE_DIR, set_env
+    set_env(monkeypatch, make_app_env(tmp_path))
+    st.cache_resource.clear()
+    at = AppTest.from_file(str(PAGE_DIR / "home.py"), default_timeout=60)
+    at.query_params["ckpt"] = "shipped: tiny_b"
+    at.run()
+    assert not at.exception and checkpoint_box(at).value == "shipped: tiny_b" and "tiny b" in app_text(at)
+    checkpoint_box(at).select("shipped: tiny_a").run()                # a new choice updates the address
+    assert at.query_params["ckpt"] == ["shipped: tiny_a"] or at.query_params["ckpt"] == "shipped: tiny_a"
+
+    fresh = AppTest.from_file(str(PAGE_DIR / "home.py"), default_timeout=60)
+    fresh.query_params["ckpt"] = "run: gone"                           # not available: say so, use the first
+    fresh.run()
+    assert not fresh.exception and checkpoint_box(fresh).value == "shipped: tiny_a"
+    assert any("“run: gone”, which is not available" in i.value for i in fresh.sidebar.info)
+
+
+def test_page_runs_from_a_relative_path(tmp_path, monkeypatch):
+    """AppTest.from_file resolves a path relative to the test file: pages import xtask_app
+    (installed with the project), never through sys.path tricks."""
+    import streamlit as st
+    from streamlit.testing.v1 import AppTest
+
+    from tests.app_helpers import set_env
+    set_env(monkeypatch, make_app_env(tmp_path))
+    st.cache_resource.clear()
+    at = AppTest.from_file("../app_pages/home.py", default_timeout=60).run()
+    assert not at.exception and at.title[0].value == "Cross-task consistency explorer"

@@ -1,7 +1,8 @@
 """End-to-end: the real `streamlit run app.py` server driven in headless Chromium (playwright).
 
-Visits every page, uploads an image on Predictions, switches checkpoints, runs a 3-step
-fine-tune, and checks that no exception or error box appears. Screenshots go to
+Visits every page, uploads an image on Predictions, switches checkpoints, opens a page by its
+address in a second tab (the checkpoint comes with the address), runs a 3-step fine-tune, and
+checks that no exception or error box appears. Screenshots go to
 $XTASK_SCREENSHOT_DIR when set. Timings (cold start → first rendered predictions, a
 display-only interaction) are printed and written to <screenshot dir>/timings.json.
 Run with: pytest tests/test_browser.py -m browser -s
@@ -107,6 +108,17 @@ def _goto(page, title: str) -> None:
     page.get_by_role("heading", name=title).first.wait_for(timeout=60_000)
 
 
+def _wait_sidebar_text(page, text: str, timeout_s: float = 90.0) -> None:
+    """Wait until the sidebar's own content (picker, model card) shows ``text``."""
+    content = page.locator("[data-testid='stSidebarUserContent']")
+    end = time.time() + timeout_s
+    while time.time() < end:
+        if content.count() and text in content.inner_text():
+            return
+        page.wait_for_timeout(500)
+    raise AssertionError(f"sidebar never showed {text!r}: {content.inner_text()[:500] if content.count() else ''}")
+
+
 def _shot(page, name: str, folder: Path | None) -> None:
     if folder is not None:
         page.screenshot(path=str(folder / f"{name}.png"), full_page=True)
@@ -145,7 +157,8 @@ def test_every_page_in_chromium(server):
 
         # display-only control: the colour map (cached prediction, no model run)
         t = time.time()
-        page.locator("[data-testid='stSelectbox']", has_text="Depth colour map").locator("div[role='combobox'], input").first.click()
+        cmap_box = page.locator("[data-testid='stSelectbox']", has_text="Depth colour map")
+        cmap_box.locator("div[role='combobox'], input").first.click()
         page.get_by_role("option", name="viridis").click()
         _idle(page)
         timings["display_only_interaction_s"] = round(time.time() - t, 2)
@@ -172,34 +185,46 @@ def test_every_page_in_chromium(server):
             _no_errors(page, title)
             _shot(page, shot, shots)
 
-        if (ROOT / "app_pages" / "dashboard.py").exists():
-            try:
-                _goto(page, "Training dashboard")
-            finally:
-                _shot(page, "8_dashboard", shots)
-            _no_errors(page, "dashboard")
+        try:
+            _goto(page, "Training dashboard")
+        finally:
             _shot(page, "8_dashboard", shots)
+        _no_errors(page, "dashboard")
 
-        if (ROOT / "app_pages" / "finetune.py").exists():
-            _goto(page, "Fine-tune")
-            steps = page.locator("[data-testid='stSlider']", has_text="Steps").get_by_role("slider")
-            steps.focus()
-            page.keyboard.press("Home")            # 1 step …
-            page.keyboard.press("ArrowRight")
-            page.keyboard.press("ArrowRight")      # … 3 steps
-            _idle(page)
-            page.get_by_role("button", name="Start fine-tuning").click()
-            page.get_by_text("Done: saved as a new run").wait_for(timeout=300_000)
-            _idle(page)
-            _no_errors(page, "fine-tune")
-            _shot(page, "6_finetune_done", shots)
-            # one click makes the fine-tuned model the current one of every page
-            page.get_by_role("button", name="Use the fine-tuned model now").click()
-            _idle(page)
-            _shot(page, "6b_finetune_in_use", shots)
-            main = page.locator("[data-testid='stMain']").inner_text()
-            assert "Base checkpoint: run: finetune-" in main, main[:400]       # the next fine-tune starts from it
-            _no_errors(page, "use the fine-tuned model")
+        # The address keeps the sidebar's checkpoint: a new browser context (a bookmark, a shared
+        # link) opened on a page's address gets the same checkpoint and the real page menu.
+        url = page.url
+        assert "ckpt=shipped" in url and "tiny_b" in url, url
+        other = browser.new_page(viewport={"width": 1400, "height": 1600})
+        other.goto(url.replace("/dashboard", "/error_maps"))
+        other.get_by_role("heading", name="Error maps").first.wait_for(timeout=90_000)
+        _idle(other)
+        _wait_sidebar_text(other, "tiny b")
+        nav = other.locator("[data-testid='stSidebarNav']").inner_text()
+        assert "Compare checkpoints" in nav and "Training dashboard" in nav, nav
+        _no_errors(other, "deep link")
+        _shot(other, "9_deep_link_error_maps", shots)
+        other.close()
+
+        _goto(page, "Fine-tune")
+        steps = page.locator("[data-testid='stSlider']", has_text="Steps").get_by_role("slider")
+        steps.focus()
+        page.keyboard.press("Home")            # 1 step …
+        page.keyboard.press("ArrowRight")
+        page.keyboard.press("ArrowRight")      # … 3 steps
+        _idle(page)
+        page.get_by_role("button", name="Start fine-tuning").click()
+        page.get_by_text("Done: saved as a new run").wait_for(timeout=300_000)
+        _idle(page)
+        _no_errors(page, "fine-tune")
+        _shot(page, "6_finetune_done", shots)
+        # one click makes the fine-tuned model the current one of every page
+        page.get_by_role("button", name="Use the fine-tuned model now").click()
+        _idle(page)
+        _shot(page, "6b_finetune_in_use", shots)
+        main = page.locator("[data-testid='stMain']").inner_text()
+        assert "Base checkpoint: run: finetune-" in main, main[:400]       # the next fine-tune starts from it
+        _no_errors(page, "use the fine-tuned model")
 
         browser.close()
 
@@ -207,3 +232,19 @@ def test_every_page_in_chromium(server):
     if shots is not None:
         (shots / "timings.json").write_text(json.dumps(timings, indent=2))
     assert timings["display_only_interaction_s"] < 5.0
+
+
+def test_first_request_deep_link_shows_the_real_menu(server):
+    """A fresh server whose very first request opens a page by its address lists the app's page
+    titles, not file names (why the page folder is not called pages/: see app.py)."""
+    with playwright_sync.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu"])
+        page = browser.new_page(viewport={"width": 1400, "height": 1600})
+        page.goto(server["url"] + "/dashboard?ckpt=shipped%3A%20tiny_b")
+        page.get_by_role("heading", name="Training dashboard").first.wait_for(timeout=90_000)
+        _idle(page)
+        nav = page.locator("[data-testid='stSidebarNav']").inner_text()
+        assert "Compare checkpoints" in nav and "Training dashboard" in nav and "app" not in nav.split(), nav
+        _wait_sidebar_text(page, "tiny b")
+        _no_errors(page, "first request: deep link")
+        browser.close()

@@ -1,6 +1,6 @@
 """Training logs reshaped for the dashboard: rows to plot, columns to chart, one summary row a run.
 
-Inputs are the objects :func:`xtask_core.train.runlog.read_run` returns (attributes ``metrics``:
+Inputs are the objects :func:`xtask_core.train.run_readers.read_run` returns (attributes ``metrics``:
 DataFrame, ``config``: dict, ``source``), read duck-typed so any reader's result with those
 attributes works. Nothing here draws.
 """
@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from xtask_core.train import runlog
+from xtask_core.train import run_readers
 
 # (title, columns to plot, y label). Columns missing from a run are skipped for that run;
 # None = every w_* column (task weights of uncertainty weighting / GradNorm).
@@ -109,7 +109,7 @@ def discover_runs(roots: Sequence[tuple[str, Path]]) -> tuple[dict[str, Path], l
         if not Path(root).is_dir():
             continue
         try:
-            items = runlog.find_runs([root])
+            items = run_readers.find_runs([root])
         except Exception as err:  # noqa: BLE001 - one bad folder must not hide the others
             problems.append(f"Could not list runs in {name}: {' '.join(str(err).split())}")
             continue

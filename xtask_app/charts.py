@@ -1,0 +1,190 @@
+"""Figures placed on a page: sized to the image's aspect ratio, with one chart style.
+
+The figures themselves come from :mod:`xtask_core.viz.figures` (interactive, hover values,
+colour bars in real units); the PNGs offered for download come from :mod:`xtask_core.viz.colour`
+with the same colour maps and ranges. What stays here is layout glue: figure height from the
+image's aspect ratio, a shared chart style, and the mapping from a ModelState to class names,
+palette and depth units. Every ``*_chart`` returns the PNG-ready array it shows.
+"""
+from __future__ import annotations
+
+import html
+
+import numpy as np
+import streamlit as st
+
+from xtask_app.selection import ModelState
+from xtask_core.data.camera import metric_depth, pinhole_intrinsics
+from xtask_core.viz import colour as viz
+from xtask_core.viz import figures
+from xtask_core.viz.display import depth_range
+
+CMAPS = list(viz.COLORMAPS)
+MAIN_WIDTH_PX = 900    # approximate main-column width in the wide layout on a laptop screen
+TITLE_PX = 34          # figure title strip
+COLORBAR_PX = 66       # horizontal colour bar with its title, under a heatmap
+PLOTLY_CONFIG = {"displaylogo": False}
+_BUILDERS = {"image": figures.image_figure, "heatmap": figures.heatmap_figure, "seg": figures.seg_overlay_figure}
+
+
+def prediction_depth_range(pred, *extra) -> tuple[float, float]:
+    """Shared colour range of a prediction's direct and transferred depth (+ extra maps)."""
+    return depth_range([pred.depth, pred.depth_t, *extra])
+
+
+def prediction_panels(state: ModelState, pred, cmap: str = "magma") -> dict[str, np.ndarray]:
+    """Colourised H×W×3 uint8 panels ``seg``, ``seg_t``, ``depth``, ``depth_t`` of a Prediction
+    (depth maps share one colour range)."""
+    vmin, vmax = prediction_depth_range(pred)
+    return {"seg": viz.colorize_seg(pred.seg, state.palette),
+            "seg_t": viz.colorize_seg(pred.seg_t, state.palette),
+            "depth": viz.colorize_depth(pred.depth, cmap, vmin, vmax),
+            "depth_t": viz.colorize_depth(pred.depth_t, cmap, vmin, vmax)}
+
+
+def _size_image_figure(fig, shape: tuple[int, ...], ncols: int, extra_px: int):
+    """Height ≈ column width × h / w (column width estimated from ``ncols``), so there are no
+    empty bands around the image; spare height goes below it."""
+    h, w = shape[:2]
+    img_px = (MAIN_WIDTH_PX / max(1, ncols)) * h / max(1, w)
+    fig.update_layout(height=int(min(640, max(90, img_px)) + TITLE_PX + extra_px),
+                      title=dict(font=dict(size=14), y=0.99, yanchor="top"),
+                      margin=dict(l=0, r=0, t=TITLE_PX, b=extra_px))
+    fig.update_yaxes(constraintoward="top")
+    return fig
+
+
+@st.cache_resource(max_entries=128, show_spinner=False)
+def _image_like_figure(kind: str, ncols: int, args: tuple, kwargs: tuple):
+    # Building a figure with per-pixel hover text costs ~0.1 s (plotly validates every array);
+    # display-only reruns (opacity, panels, page switches) reuse it. Keyed by content: Streamlit
+    # hashes the arrays. Shared by all sessions, so the figure is never mutated after this.
+    fig = _BUILDERS[kind](*args, **dict(kwargs))
+    extra_px = 0
+    if kind == "heatmap":
+        fig.update_traces(colorbar=dict(orientation="h", thickness=10, len=1.0, y=-0.02, yanchor="top",
+                                        title=dict(side="bottom"), tickfont=dict(size=10)))
+        extra_px = COLORBAR_PX
+    return _size_image_figure(fig, np.shape(args[0]), ncols, extra_px)
+
+
+def show_figure(kind: str, *args, key: str | None = None, ncols: int = 3, **kwargs) -> None:
+    """Build (cached) and draw ``xtask_core.viz.figures.<image_figure | heatmap_figure |
+    seg_overlay_figure>(*args, **kwargs)`` sized to the image's aspect ratio and ``ncols``."""
+    fig = _image_like_figure(kind, ncols, args, tuple(sorted(kwargs.items())))
+    st.plotly_chart(fig, key=key, config=PLOTLY_CONFIG)
+
+
+def class_legend(state: ModelState, labels: np.ndarray | None = None) -> None:
+    """One line of colour chips naming the classes (only those in ``labels`` when given)."""
+    present = set(np.unique(labels).tolist()) if labels is not None else None
+    chips = []
+    for i, (name, (r, g, b)) in enumerate(zip(state.class_names, state.palette.tolist())):
+        if present is not None and i not in present:
+            continue
+        chips.append(f"<span style='white-space:nowrap;margin-right:0.9em'><span style='display:inline-block;"
+                     f"width:0.9em;height:0.9em;border-radius:2px;vertical-align:-0.1em;margin-right:0.3em;"
+                     f"background:rgb({r},{g},{b})'></span>{html.escape(name)}</span>")
+    if chips:
+        st.markdown("<div style='font-size:0.85em;line-height:1.9'>" + "".join(chips) + "</div>",
+                    unsafe_allow_html=True)
+
+
+def seg_chart(state: ModelState, labels: np.ndarray, title: str, rgb: np.ndarray | None = None,
+              alpha: float = 1.0, key: str | None = None, ncols: int = 3) -> np.ndarray:
+    """Plot an h×w label map (class name on hover), optionally blended over ``rgb`` (any size,
+    resized to the labels) with opacity ``alpha``; void pixels show the plain image (black
+    without one). Returns the h×w×3 uint8 image shown (for downloads)."""
+    labels = np.asarray(labels)
+    seg_rgb = viz.colorize_seg(labels, state.palette, ignore_index=state.ignore_index)
+    if rgb is None:
+        base, alpha = seg_rgb, 1.0
+    else:
+        base = rgb if rgb.shape[:2] == labels.shape else viz.resize_bilinear(rgb, *labels.shape)
+    show_figure("seg", base, labels, state.palette, tuple(state.class_names), alpha, state.ignore_index,
+                title=title, key=key, ncols=ncols)
+    valid = (labels >= 0) & (labels < state.num_classes) & (labels != state.ignore_index)
+    return viz.overlay(base, seg_rgb, alpha, mask=valid)
+
+
+def value_chart(values: np.ndarray, title: str, units: str, cmap: str = "inferno",
+                vmin: float | None = None, vmax: float | None = None, key: str | None = None,
+                hover: dict | None = None, valid: np.ndarray | None = None, ncols: int = 3,
+                colorbar_title: str | None = None) -> np.ndarray:
+    """Heatmap of an h×w float map in ``units`` (NaN / ``valid`` False = no data, drawn as a
+    gap) with a horizontal colour bar in those units; ``hover`` adds named h×w maps under the
+    cursor. ``None`` range ends are the robust 1–99 % range. Returns the PNG-ready h×w×3 uint8
+    colouring of the same map and range (no-data pixels black)."""
+    v = np.asarray(values, np.float32)
+    if vmin is None or vmax is None:
+        lo, hi = viz.auto_range(v, valid)
+        vmin = lo if vmin is None else vmin
+        vmax = hi if vmax is None else vmax
+    show_figure("heatmap", v, cmap, units=units, colorbar_title=colorbar_title, zmin=float(vmin), zmax=float(vmax),
+                valid=valid, hover=hover, title=title, key=key, ncols=ncols)
+    return viz.colorize_values(v, cmap, vmin, vmax, valid)
+
+
+def depth_chart(state: ModelState, depth: np.ndarray, title: str, cmap: str, vmin: float,
+                vmax: float, key: str | None = None, ncols: int = 3) -> np.ndarray:
+    """Depth/disparity heatmap in model units; for disparity models the hover also gives metres
+    (Cityscapes camera). Values ≤ 0 (no depth: sky in the ground truth) are gaps. Returns the
+    coloured h×w×3 uint8 image."""
+    d = np.asarray(depth, np.float32)
+    if not (d > 0).any():   # e.g. an untrained model: say so instead of drawing an empty box
+        st.markdown(f"**{title}**")
+        st.info("No pixel has a positive depth value, so there is nothing to draw.")
+        return viz.colorize_values(d, cmap, vmin, vmax, d > 0)
+    hover = None
+    if state.depth_kind == "disparity":
+        hover = {"≈ metres": metric_depth(d, "disparity", max_metres=np.inf)}
+    return value_chart(d, title, state.depth_unit_short, cmap, vmin, vmax, key=key, hover=hover,
+                       valid=d > 0, ncols=ncols, colorbar_title="depth" if state.depth_kind == "depth" else None)
+
+
+def rgb_chart(rgb: np.ndarray, title: str, hover: dict | None = None, key: str | None = None,
+              ncols: int = 3) -> np.ndarray:
+    """Plot an h×w×3 uint8 image like the other panels, with named h×w maps (e.g. class names
+    from :func:`seg_pair_hover`) under the cursor; returns ``rgb`` (for downloads)."""
+    show_figure("image", rgb, hover, title=title, key=key, ncols=ncols)
+    return rgb
+
+
+def seg_pair_hover(state: ModelState, pred_labels: np.ndarray, target: np.ndarray,
+                   what: str = "true") -> dict[str, np.ndarray]:
+    """Hover maps for an error / difference map: ``{what: class of target, "predicted": class
+    of pred}`` (h×w strings)."""
+    def names(labels):
+        return figures.class_name_map(labels, state.class_names, state.ignore_index, ignore_name="void")
+    return {what: names(target), "predicted": names(pred_labels)}
+
+
+def point_cloud_chart(state: ModelState, pred, colour_by: str = "segmentation", key: str | None = None,
+                      max_points: int = 15000) -> None:
+    """The direct depth lifted to 3-D (metres; the Cityscapes camera for disparity models, an
+    assumed 60° field of view for metric ones), coloured by the direct segmentation or the image."""
+    h, w = pred.depth.shape
+    colours = viz.colorize_seg(pred.seg, state.palette) if colour_by == "segmentation" else pred.input_rgb
+    fig = figures.point_cloud_figure(metric_depth(pred.depth, state.depth_kind), colours,
+                                     intrinsics=pinhole_intrinsics(state.depth_kind, h, w),
+                                     max_points=max_points, units="m")
+    fig.update_layout(height=460, margin=dict(l=0, r=0, t=0, b=0))
+    st.plotly_chart(fig, key=key, config=PLOTLY_CONFIG)
+
+
+def chart(fig, key: str, height: int = 340) -> None:
+    """A non-image plotly figure (curves, bars, matrices) at a fixed height."""
+    fig.update_layout(height=height, title=dict(font=dict(size=14)),
+                      legend=dict(orientation="h", yanchor="top", y=-0.22, x=0))
+    st.plotly_chart(fig, key=key, config=PLOTLY_CONFIG)
+
+
+def metrics_columns(state: ModelState, unit: str | None = None) -> dict:
+    """``st.dataframe`` column labels with units for :func:`xtask_core.evaluate.report.metrics_row`
+    tables (``unit`` overrides the depth unit, e.g. "each model's unit" for mixed checkpoints)."""
+    unit = unit or state.depth_unit_short
+    return {"pixel acc": "pixel acc (%)", "mIoU": "mIoU (%)", "δ<1.25": "δ<1.25 (%)",
+            "Abs": f"Abs ({unit})", "RMSE": f"RMSE ({unit})",
+            "Abs Rel": st.column_config.NumberColumn("Abs Rel", help="mean |p − t| / t (a ratio)"),
+            "mIoU per image (original)": st.column_config.NumberColumn(
+                "mIoU per image (%)", help="The original code's mean of per-image mIoUs")}

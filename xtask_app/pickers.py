@@ -1,0 +1,105 @@
+"""Choosing the image a page runs on: a shipped sample, one item of a dataset split, or an upload;
+and the first n shipped samples through a model (the pages' small evaluation subset)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import streamlit as st
+
+from xtask_app import cache, settings
+from xtask_app.messages import USER_ERRORS, show_error
+from xtask_app.selection import ModelState
+from xtask_core.data.samples import ITEM_DATASETS, SampleFiles
+from xtask_core.io.keys import array_key, sha1_hex
+
+SOURCES = ("Sample", "Dataset split", "Upload")
+UPLOAD_TYPES = ["png", "jpg", "jpeg", "webp", "bmp", "tif", "tiff", "gif"]
+
+
+@dataclass
+class Picked:
+    """The image chosen by :func:`image_picker`."""
+
+    rgb: np.ndarray                  # H×W×3 uint8 at its own size
+    name: str
+    key: str                         # content hash, for caches
+    gt_seg: np.ndarray | None = None    # h×w int64 train ids at the model size (ignore = state.ignore_index)
+    gt_depth: np.ndarray | None = None  # h×w float32 model units at the model size, 0 = invalid
+
+
+def sample_arrays(state: ModelState, s: SampleFiles) -> tuple:
+    """(rgb, gt_seg, gt_depth) of a sample at ``state``'s model size (cached); see
+    :func:`xtask_core.data.samples.load_sample`."""
+    cfg = state.config
+    return cache.cached_sample(str(s.image), s.label and str(s.label), s.disparity and str(s.disparity),
+                               cfg.num_classes, cfg.height, cfg.width)
+
+
+def _pick_sample(state: ModelState, key: str, box) -> Picked | None:
+    found = settings.samples()
+    if not found:
+        box.info(f"No samples found in {settings.samples_dir()}.")
+        return None
+    names = [s.name for s in found]
+    name = box.selectbox("Sample image", names, key=f"{key}_sample")
+    rgb, gt_seg, gt_depth = sample_arrays(state, found[names.index(name)])
+    return Picked(rgb, name, array_key(rgb), gt_seg, gt_depth)
+
+
+def _pick_dataset_item(state: ModelState, key: str, box) -> Picked | None:
+    cfg = state.config
+    c1, c2, c3, c4 = box.columns([1, 3, 1, 1])
+    ds = c1.selectbox("Dataset", list(ITEM_DATASETS), key=f"{key}_ds")
+    root = c2.text_input("Root folder", key=f"{key}_root",
+                         value=str(settings.samples_dir()) if ds != "nyuv2" else "")
+    split = c3.selectbox("Split", ["val", "train", "test"], key=f"{key}_split")
+    index = int(c4.number_input("Index", min_value=0, value=0, step=1, key=f"{key}_idx"))
+    if not root.strip():
+        box.info("Type the dataset root folder.")
+        return None
+    path = settings.resolve_user_path(root)
+    rgb, gt_seg, gt_depth = cache.cached_dataset_item(ds, str(path), split, index,
+                                                      cfg.num_classes, cfg.height, cfg.width)
+    return Picked(rgb, f"{ds}:{split}[{index}]", array_key(rgb), gt_seg, gt_depth)
+
+
+def _pick_upload(key: str, box) -> Picked | None:
+    up = box.file_uploader("Image (PNG, JPEG, WebP, BMP, TIFF…)", key=f"{key}_upload", type=UPLOAD_TYPES)
+    if up is None:
+        box.info("Upload an image to run the model on it.")
+        return None
+    data = up.getvalue()
+    return Picked(cache.cached_upload(data), up.name, sha1_hex(data))
+
+
+def image_picker(state: ModelState, key: str, sources=SOURCES, container=None) -> Picked | None:
+    """Image source radio (``{key}_src``) + the matching picker. Errors show one st.error line
+    and return None, as does a source still waiting for input."""
+    box = container or st
+    options = list(sources)
+    if not settings.samples() and "Sample" in options and len(options) > 1:
+        options.remove("Sample")
+    src = box.radio("Image source", options, horizontal=True, key=f"{key}_src")
+    try:
+        if src == "Sample":
+            return _pick_sample(state, key, box)
+        if src == "Dataset split":
+            return _pick_dataset_item(state, key, box)
+        return _pick_upload(key, box)
+    except USER_ERRORS as err:
+        show_error(err, box.container())
+        return None
+
+
+def subset(state: ModelState, n: int) -> tuple[list, list, list, list]:
+    """The first ``n`` samples through ``state``'s model: (predictions, gt_segs, gt_depths, names).
+    Every prediction is cached, so re-drawing never re-runs the model."""
+    preds, segs, deps, names = [], [], [], []
+    for s in settings.samples()[:n]:
+        rgb, gs, gd = sample_arrays(state, s)
+        preds.append(cache.predict(state, rgb, array_key(rgb)))
+        segs.append(gs)
+        deps.append(gd)
+        names.append(s.name)
+    return preds, segs, deps, names
