@@ -32,7 +32,9 @@ from typing import Any
 import numpy as np
 
 from xtask_core.errors import XTaskError
-from xtask_core.train.runlog import split_top_level
+from xtask_core.train.run_dir import RunDir, has_checkpoints
+from xtask_core.train.runlog import RunLogger
+from xtask_core.train.xtask_mt_format import split_top_level
 
 # original parameter names → TrainConfig fields
 _PARAM_TO_TRAIN = {"enc": "enc_layers", "numclasses": "num_classes", "num_classes": "num_classes",
@@ -170,7 +172,6 @@ def import_xtask_mt(exp_dir: str | Path, out_dir: str | Path) -> dict[str, Any]:
     ``out_dir`` already holds checkpoints (runs are never overwritten).
     """
     from xtask_core.checkpoint import default_meta, load_checkpoint, save_checkpoint
-    from xtask_core.train.trainer import has_checkpoints
 
     exp_dir, out_dir = Path(exp_dir), Path(out_dir)
     if not exp_dir.is_dir():
@@ -230,8 +231,6 @@ def import_xtask_mt(exp_dir: str | Path, out_dir: str | Path) -> dict[str, Any]:
                         "note": "the original's mIoU is its per-image average (miou_per_image)"}
 
     out_dir.mkdir(parents=True, exist_ok=True)
-    from xtask_core.train.runlog import RunLogger
-
     logger = RunLogger(out_dir)
     try:
         logger.write_config({"source": "xtask_mt", "experiment": exp_dir.name,
@@ -247,7 +246,7 @@ def import_xtask_mt(exp_dir: str | Path, out_dir: str | Path) -> dict[str, Any]:
             logger.log(row)
     finally:
         logger.close()
-    save_checkpoint(out_dir / "best.safetensors", loaded.model, meta, overwrite=False)
+    save_checkpoint(RunDir(out_dir).best, loaded.model, meta, overwrite=False)
     if indv.exists():
         shutil.copyfile(indv, out_dir / "xtask_mt_indv_results.txt")
     if block:
