@@ -32,7 +32,8 @@ def tiny_data(tmp_path_factory) -> Path:
 def tiny_args(data: Path, steps: int) -> dict:
     return dict(dataset="synthetic", input_path=str(data), height=64, width=128, enc_layers=18,
                 mid_features=8, ttnet_features=4, batch_size=2, max_steps=steps, log_every=1,
-                limit_train=4, limit_val=2, cpu=True, precision="fp32", workers=0, epochs=1000)
+                limit_train=4, limit_val=2, cpu=True, precision="fp32", channels_last=False, workers=0,
+                epochs=1000)
 
 
 CHILD_ENV = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}  # be gentle to teammates
@@ -250,8 +251,13 @@ def test_cli_run_killed_with_sigkill_is_stopped_not_running(tmp_path, tiny_data)
 
 
 def test_progress_pid_checks_liveness_and_identity(tmp_path):
+    """A process is identified by pid + start time, never by its command line: in a venv under
+    a folder named "xtask" every Python process mentions xtask, and a recycled pid (same number,
+    another start time) must not pass for the trainer."""
     import subprocess
     import sys
+
+    from xtask_core.train.process import process_start_time
 
     sleeper = [sys.executable, "-c", "import time; time.sleep(120)"]
     marked = subprocess.Popen(sleeper + ["xtask_core-test-marker"])    # cmdline mentions xtask
@@ -260,32 +266,40 @@ def test_progress_pid_checks_liveness_and_identity(tmp_path):
         time.sleep(0.2)
         now = time.time()
         alive = jobs.progress_process_alive
-        assert alive({"pid": marked.pid, "status": "running", "updated": now}) is True
-        # last write an hour before this process existed: the pid now belongs to someone else
-        assert alive({"pid": marked.pid, "updated": now - 3600}) is False
-        # exact start time recorded: compared exactly
-        assert alive({"pid": marked.pid, "pid_start": jobs._proc_start_time(marked.pid)}) is True
+        start = process_start_time(marked.pid)
+        assert start is not None
+        # exact start time recorded (what the trainer writes): compared exactly
+        assert alive({"pid": marked.pid, "pid_start": start, "status": "running"}) is True
+        # the same pid with another start time is a recycled pid: not our trainer
+        assert alive({"pid": marked.pid, "pid_start": str(int(start) + 1)}) is False
         assert alive({"pid": marked.pid, "pid_start": "1"}) is False
-        # nothing to compare: the command line must mention xtask
-        assert alive({"pid": marked.pid}) is True
-        assert alive({"pid": plain.pid}) is False
+        # a command line mentioning xtask proves nothing: without a start time or a last write
+        # to compare with, the answer is "cannot tell", for the marked process as for any other
+        assert alive({"pid": marked.pid}) is None
+        assert alive({"pid": plain.pid}) is None
+        # older progress files (no pid_start): the process must predate the last write
+        assert alive({"pid": plain.pid, "status": "running", "updated": now}) is True
+        assert alive({"pid": marked.pid, "updated": now - 3600}) is False
         # cannot tell: no pid (old files) or another machine (shared disk) → None (trusted)
         assert alive({"status": "running"}) is None
         assert alive({"pid": plain.pid, "host": "some-other-host.invalid"}) is None
-        # poll on a folder with only progress.json: the reused pid is not "running"
+        # poll on a folder with only progress.json: a recycled pid is not "running"
         run_dir = tmp_path / "run"
         run_dir.mkdir()
         (run_dir / "progress.json").write_text(json.dumps(
-            {"pid": plain.pid, "status": "running", "step": 7, "updated": now - 3600}))
+            {"pid": plain.pid, "pid_start": "1", "status": "running", "step": 7, "updated": now}))
         status = jobs.poll(run_dir)
         assert status.state == "failed" and status.message.startswith(
             "stopped (process no longer running) at step 7: no output in train.log")
         (run_dir / "progress.json").write_text(json.dumps(
-            {"pid": plain.pid, "status": "running", "step": 7, "updated": now}))
-        assert jobs.poll(run_dir).state == "running"
+            {"pid": plain.pid, "pid_start": process_start_time(plain.pid), "status": "running",
+             "step": 7, "total_steps": 30, "eta_s": 46.0, "updated": time.time()}))
+        status = jobs.poll(run_dir)
+        assert status.state == "running" and status.text.startswith("running: step 7 of 30, about ")
+        assert status.text.endswith(" left") and 40 <= status.eta_s <= 46
     finally:
         for p in (marked, plain):
             p.kill()
             p.wait(timeout=30)
-    assert alive({"pid": marked.pid, "updated": now}) is False        # killed and reaped
+    assert alive({"pid": marked.pid, "pid_start": start}) is False        # killed and reaped
     assert jobs.poll(run_dir).state == "failed"

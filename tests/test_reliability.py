@@ -30,7 +30,7 @@ from PIL import Image
 from tests import bad_files as bf
 from xtask_core import cli
 from xtask_core.errors import XTaskError
-from xtask_core.train import jobs
+from xtask_core.train import finetune, jobs
 
 ENV = dict(os.environ, OMP_NUM_THREADS="1", XTASK_NO_TQDM="1", PYTHONUNBUFFERED="1")
 ENV.pop("XTASK_DEBUG", None)  # the one-line contract is what users get
@@ -417,7 +417,7 @@ def test_symlinked_run_folder_outside_the_root_is_refused(tiny_ckpt, synth_root,
     root.mkdir()
     outside.mkdir()
     (root / "link").symlink_to(outside, target_is_directory=True)
-    args = jobs.finetune_args(tiny_ckpt, load_checkpoint(tiny_ckpt, device="cpu").config, synth_root)
+    args = finetune.finetune_args(tiny_ckpt, load_checkpoint(tiny_ckpt, device="cpu").config, synth_root)
     with pytest.raises(XTaskError, match="outside the runs folder"):
         jobs.start_job(args, root / "link" / "job", runs_root=root, owner="path-test")
     with pytest.raises(XTaskError, match="outside the runs folder"):
@@ -427,7 +427,7 @@ def test_symlinked_run_folder_outside_the_root_is_refused(tiny_ckpt, synth_root,
 
 # =========================================================================== logs
 def test_each_broken_log_source_errors_alone(trained_run, tmp_path):
-    from xtask_core.train import runlog
+    from xtask_core.train import run_readers as runlog
 
     run = tmp_path / "run"
     shutil.copytree(trained_run, run)
@@ -461,7 +461,7 @@ def test_each_broken_log_source_errors_alone(trained_run, tmp_path):
 
 
 def test_pickled_npy_in_original_folder_is_refused_not_run(tmp_path):
-    from xtask_core.train import runlog
+    from xtask_core.train import run_readers as runlog
 
     marker = tmp_path / "pwned"
     model = tmp_path / "exps" / "003" / "model"
@@ -498,7 +498,7 @@ def test_threads_predict_on_a_shared_model_while_a_finetune_job_runs(tiny_ckpt, 
 
     root = tmp_path / "runs"
     run_dir = jobs.new_run_dir(root, "finetune")
-    args = jobs.finetune_args(tiny_ckpt, loaded.config, synth_root, steps=100_000, batch_size=2,
+    args = finetune.finetune_args(tiny_ckpt, loaded.config, synth_root, steps=100_000, batch_size=2,
                               limit_val=1, precision="fp32")
     job = jobs.start_job(args, run_dir, owner="session-a", runs_root=root, env={"OMP_NUM_THREADS": "1"})
     try:

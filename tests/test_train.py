@@ -34,7 +34,7 @@ def _quiet(monkeypatch):
 def tiny_cfg(root, out, **kw) -> TrainConfig:
     base = dict(input_path=str(root), out=str(out), enc_layers=18, mid_features=8, ttnet_features=4,
                 height=64, width=128, batch_size=3, epochs=1, cpu=True, precision="fp32", workers=0,
-                seed=7, limit_train=3, limit_val=1)
+                seed=7, limit_train=3, limit_val=1, channels_last=False)
     base.update(kw)
     return TrainConfig.for_dataset("synthetic", **base)
 
@@ -123,13 +123,12 @@ def test_init_checkpoint_loads_weights_and_checks_architecture(synth_root, tmp_p
     source = XTaskNet(cfg.model_config())
     ckpt = save_checkpoint(tmp_path / "src.safetensors", source, None)
     trainer = Trainer(tiny_cfg(synth_root, tmp_path / "ft", init_checkpoint=str(ckpt)))
-    trainer._setup()
     for k, v in source.state_dict().items():
         assert torch.equal(trainer.model.state_dict()[k].cpu(), v), k
     trainer.logger.close()
 
     with pytest.raises(XTaskError, match="enc_layers 18 .checkpoint. vs 34"):
-        Trainer(tiny_cfg(synth_root, tmp_path / "ft2", init_checkpoint=str(ckpt), enc_layers=34))._setup()
+        Trainer(tiny_cfg(synth_root, tmp_path / "ft2", init_checkpoint=str(ckpt), enc_layers=34))
 
 
 def test_evaluate_averages_losses_per_image(synth_root, tiny_config):

@@ -157,6 +157,8 @@ def _train_parser(sub) -> None:
     g.add_argument("--limit_val", type=_nonneg_int, default=None, help="use only the first N validation images")
     g.add_argument("--log_every", type=_nonneg_int, default=None,
                    help="also write a metrics.csv row every N steps (0 = per epoch only)")
+    g.add_argument("--val_every", type=_nonneg_int, default=None,
+                   help="validate every N epochs (0 = only at the end of the run; default 1)")
     g.add_argument("--notqdm", action="store_true", default=False, help="no progress bars (original flag)")
     p.set_defaults(func=cmd_train)
 

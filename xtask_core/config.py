@@ -141,6 +141,7 @@ class TrainConfig:
     limit_val: int = 0                  # ours: use only the first N validation samples (0 = all)
     init_checkpoint: str = ""           # ours: start from these weights (fine-tuning)
     log_every: int = 0                  # ours: also log a metrics row every N steps (0 = per epoch)
+    val_every: int = 1                  # ours: validate every N epochs (0 = only at the end of the run)
 
     def __post_init__(self):
         choices = dict(dataset=DATASETS, lp=DEPTH_LOSSES, tdep_loss=TDEP_LOSSES,

@@ -29,23 +29,23 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import pandas as pd
 
 from xtask_core.config import TrainConfig
 from xtask_core.errors import XTaskError
 from xtask_core.io.atomic import atomic_write_text
+from xtask_core.train.process import process_alive, process_start_epoch, process_start_time
+from xtask_core.train.run_dir import STATUSES, TERMINAL, RunDir, step_text
+from xtask_core.train.run_readers import read_metrics_csv
 
-STATES = ("running", "done", "failed", "cancelled")
-_TERMINAL = ("done", "failed", "cancelled")
-JOB_FILE = "job.json"
-LOG_FILE = "train.log"
-PROGRESS_FILE = "progress.json"
-METRICS_FILE = "metrics.csv"
-CANCEL_FILE = "cancel"
+# A job's state is a run status (one vocabulary); a live job process reads "running".
+STATES = STATUSES
+_TERMINAL = TERMINAL
 LOCK_DIR = ".jobs"
 # A lock whose run folder has no job.json after this long belongs to a launcher that died
 # between taking the lock and writing job.json (seconds).
@@ -88,6 +88,15 @@ class JobStatus:
     pid: int | None = None
     alive: bool = False
     returncode: int | None = None
+    eta_s: float | None = None
+
+    @property
+    def text(self) -> str:
+        """One progress line for people: ``"running: step 12 of 30, about 20 s left"`` while the
+        steps run, else the state and the trainer's message (``"done: finished: ..."``)."""
+        if self.state == "running" and self.total > 0 and 0 < self.step < self.total:
+            return f"running: {step_text(self.step, self.total, self.eta_s)}"
+        return f"{self.state}: {self.message}" if self.message else self.state
 
     @property
     def finished(self) -> bool:
@@ -202,29 +211,6 @@ def train_argv(train_args: Mapping[str, Any] | TrainConfig, run_dir: str | os.Pa
 
 # ----------------------------------------------------------------------------- processes
 
-def _proc_start_time(pid: int) -> str | None:
-    """Start time of ``pid`` (clock ticks since boot, from /proc) or None when unavailable.
-
-    Stored in job.json and compared later, so a pid reused by an unrelated process after our
-    trainer died is never mistaken for the trainer (and never signalled).
-    """
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    # The command name (field 2) may contain spaces and parentheses: split after the last ')'.
-    fields_after = stat.rsplit(")", 1)[1].split()
-    return fields_after[19] if len(fields_after) > 19 else None
-
-
-def _proc_state(pid: int) -> str | None:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    return stat.rsplit(")", 1)[1].split()[0]
-
-
 def _reap(run_dir: Path, pid: int, wait_s: float = 0.0) -> int | None:
     """Collect the exit status of ``pid`` if it is our finished child; its return code or None.
 
@@ -247,62 +233,24 @@ def _reap(run_dir: Path, pid: int, wait_s: float = 0.0) -> int | None:
         time.sleep(0.02)
 
 
-def _alive(pid: int, start: str | None) -> bool:
-    """Whether ``pid`` is still the process we started (zombies count as gone)."""
-    if pid <= 0:
-        return False
-    if Path("/proc").is_dir():
-        state = _proc_state(pid)
-        if state is None or state in ("Z", "X"):
-            return False
-        return start is None or _proc_start_time(pid) == start
-    try:                                       # no /proc (macOS): best effort
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 # Slack (s) when comparing a process's start time with the trainer's last progress write: the
 # boot time in /proc/stat has whole-second resolution.
 _START_SLACK_S = 2.0
 
 
-def _proc_start_epoch(pid: int) -> float | None:
-    """Wall-clock start time of ``pid`` (unix seconds, ~1 s resolution) or None when unknown."""
-    ticks = _proc_start_time(pid)
-    try:
-        btime = next(int(line.split()[1]) for line in Path("/proc/stat").read_text().splitlines()
-                     if line.startswith("btime "))
-        return btime + int(ticks) / os.sysconf("SC_CLK_TCK")
-    except (OSError, ValueError, TypeError, StopIteration, IndexError):
-        return None
-
-
-def _looks_like_xtask(pid: int) -> bool:
-    """Whether ``pid``'s command line mentions xtask (``xtask train``, ``-m xtask_core``, torchrun …)."""
-    try:
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
-    except OSError:
-        return False
-    return b"xtask" in cmdline
-
-
 def progress_process_alive(progress: Mapping[str, Any] | None) -> bool | None:
     """Whether the trainer that wrote a ``progress.json`` (given as a dict) is still running.
 
-    The trainer records its ``pid`` (and ``updated``, unix seconds of its last write). True when
-    that pid lives and is plausibly the same process; False when it is gone, a zombie, or the pid
-    was reused by another process; None when it cannot be told (no pid recorded, or ``host``
-    recorded and it is another machine, e.g. a run folder on a shared disk).
-
-    "Same process" is decided, most reliable first, by: a recorded ``pid_start`` (clock ticks
-    since boot, as in job.json) equal to the live process's; else the process having started
-    no later than the trainer's last write (one pid belongs to one live process at a time, so a
-    live process that already existed at that write *is* the writer; a reused pid started
-    after it); else its command line mentioning xtask.
+    A process is identified by its pid *and* its start time, never by its command line (in a
+    virtual environment under a folder named ``xtask`` every Python process mentions xtask).
+    The trainer records ``pid`` and ``pid_start`` (clock ticks since boot) when it starts:
+    True when that pid lives with that start time; False when it is gone, a zombie, or the pid
+    now belongs to a process with another start time (a recycled pid). Progress files written
+    before ``pid_start`` was recorded are judged by ``updated`` (unix seconds of the last
+    write): the live process must have started no later than that write (one pid belongs to one
+    live process at a time, so a process that already existed then *is* the writer).
+    None when it cannot be told: no pid, nothing to compare the start time with, or ``host``
+    recorded and it is another machine (a run folder on a shared disk).
     """
     if not progress:
         return None
@@ -312,16 +260,16 @@ def progress_process_alive(progress: Mapping[str, Any] | None) -> bool | None:
     host = progress.get("host")
     if isinstance(host, str) and host and host != socket.gethostname():
         return None
-    if not Path("/proc").is_dir():
-        return _alive(pid, None)              # no /proc (macOS): existence only
-    if not _alive(pid, None):
+    if not process_alive(pid):
         return False
+    if not Path("/proc").is_dir():
+        return True                                   # no /proc (macOS): existence only
     if progress.get("pid_start") is not None:
-        return _proc_start_time(pid) == str(progress["pid_start"])
-    updated, started = progress.get("updated"), _proc_start_epoch(pid)
+        return process_start_time(pid) == str(progress["pid_start"])
+    updated, started = progress.get("updated"), process_start_epoch(pid)
     if isinstance(updated, (int, float)) and started is not None:
         return started <= float(updated) + _START_SLACK_S
-    return _looks_like_xtask(pid)
+    return None
 
 
 def _read_json(path: Path) -> dict | None:
@@ -336,7 +284,7 @@ def _read_json(path: Path) -> dict | None:
 def read_job(run_dir: str | os.PathLike) -> JobHandle | None:
     """The job recorded in ``RUN_DIR/job.json`` or None when there is none."""
     run_dir = Path(run_dir)
-    data = _read_json(run_dir / JOB_FILE)
+    data = _read_json(RunDir(run_dir).job)
     if data is None or not isinstance(data.get("pid"), int):
         return None
     return JobHandle(run_dir=run_dir, pid=data["pid"], argv=list(data.get("argv", [])),
@@ -345,7 +293,7 @@ def read_job(run_dir: str | os.PathLike) -> JobHandle | None:
 
 def log_tail(run_dir: str | os.PathLike, lines: int = 20) -> list[str]:
     """The last ``lines`` lines of ``RUN_DIR/train.log`` (empty when there is no log)."""
-    path = Path(run_dir) / LOG_FILE
+    path = RunDir(run_dir).log
     try:
         with open(path, "rb") as fh:
             fh.seek(0, os.SEEK_END)
@@ -361,9 +309,7 @@ def read_metrics(run_dir: str | os.PathLike) -> pd.DataFrame:
     """``RUN_DIR/metrics.csv`` as a DataFrame (epoch/step as columns); empty when missing or not
     parseable yet. The trainer appends rows while we read: ``runlog.read_metrics_csv`` drops a
     torn last line instead of reading it as a row of cut-off numbers."""
-    from xtask_core.train.runlog import read_metrics_csv
-
-    path = Path(run_dir) / METRICS_FILE
+    path = RunDir(run_dir).metrics
     if not path.is_file():
         return pd.DataFrame()
     return read_metrics_csv(path, index=False)[0]
@@ -400,7 +346,7 @@ def _acquire_lock(owner: str, runs_root: Path, run_dir: Path) -> Path:
             if not _lock_is_stale(lock):
                 data = _read_json(lock) or {}
                 raise XTaskError(f"a training job is already running ({data.get('run_dir', '?')}); "
-                                 "wait for it or cancel it first")
+                                 "wait for it or cancel it first") from None
             # Take the stale lock over by renaming it away: only one racer's rename succeeds.
             try:
                 os.replace(lock, lock.with_name(f"{lock.name}.stale-{secrets.token_hex(4)}"))
@@ -452,19 +398,29 @@ def start_job(train_args: Mapping[str, Any] | TrainConfig, run_dir: str | os.Pat
         child_env["PYTHONUNBUFFERED"] = "1"        # log lines reach train.log as they happen
         child_env["XTASK_NO_TQDM"] = "1"           # a log file wants lines, not progress bars
         child_env.update({k: str(v) for k, v in (env or {}).items()})
-        with open(run_dir / LOG_FILE, "ab") as log:
+        with open(RunDir(run_dir).log, "ab") as log:
             proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log,
                                     stderr=subprocess.STDOUT, start_new_session=True,
                                     env=child_env, cwd=cwd, close_fds=True)
         _PROCS[str(run_dir)] = proc
         started = time.time()
-        atomic_write_text(run_dir / JOB_FILE, json.dumps({
-            "pid": proc.pid, "pid_start": _proc_start_time(proc.pid), "started": started,
+        atomic_write_text(RunDir(run_dir).job, json.dumps({
+            "pid": proc.pid, "pid_start": process_start_time(proc.pid), "started": started,
             "argv": argv, "owner": str(owner), "runs_root": str(root)}, indent=2))
     except BaseException:
         lock.unlink(missing_ok=True)
         raise
     return JobHandle(run_dir=run_dir, pid=proc.pid, argv=argv, owner=str(owner), started=started)
+
+
+def _eta(progress: Mapping[str, Any]) -> float | None:
+    """Seconds left by the trainer's estimate, less the time since it wrote it (None: unknown)."""
+    eta, updated = progress.get("eta_s"), progress.get("updated")
+    if not isinstance(eta, (int, float)):
+        return None
+    if isinstance(updated, (int, float)):
+        eta -= max(0.0, time.time() - float(updated))
+    return max(0.0, float(eta))
 
 
 def poll(run_dir: str | os.PathLike, *, log_lines: int = 20, release_lock: bool = True) -> JobStatus:
@@ -480,13 +436,13 @@ def poll(run_dir: str | os.PathLike, *, log_lines: int = 20, release_lock: bool 
     owner's lock.
     """
     run_dir = Path(run_dir).resolve()
-    job = _read_json(run_dir / JOB_FILE)
-    progress = _read_json(run_dir / PROGRESS_FILE)
+    job = _read_json(RunDir(run_dir).job)
+    progress = _read_json(RunDir(run_dir).progress)
     if job is None and progress is None:
         raise XTaskError(f"no training job in {run_dir}")
     pid = job.get("pid") if job else None
     returncode = _reap(run_dir, pid) if isinstance(pid, int) else None
-    alive = isinstance(pid, int) and _alive(pid, job.get("pid_start"))
+    alive = isinstance(pid, int) and process_alive(pid, job.get("pid_start"))
     if isinstance(pid, int) and not alive and returncode is None:
         returncode = _reap(run_dir, pid, wait_s=1.0)   # a zombie: collect it now
     progress = progress or {}
@@ -496,14 +452,15 @@ def poll(run_dir: str | os.PathLike, *, log_lines: int = 20, release_lock: bool 
                        total=int(progress.get("total_steps", 0) or 0),
                        epoch=int(progress.get("epoch", 0) or 0),
                        message=str(progress.get("message", "")), log_tail=tail,
-                       metrics=read_metrics(run_dir), pid=pid, alive=alive, returncode=returncode)
+                       metrics=read_metrics(run_dir), pid=pid, alive=alive, returncode=returncode,
+                       eta_s=_eta(progress))
     if alive:
         status.state = "running"
         if not progress:
             status.message = "starting…"
     elif p_status in _TERMINAL:
         status.state = p_status
-    elif (run_dir / CANCEL_FILE).exists() or (job or {}).get("cancel_requested"):
+    elif (RunDir(run_dir).cancel).exists() or (job or {}).get("cancel_requested"):
         status.state, status.message = "cancelled", status.message or "cancelled by the user"
     elif job is None:
         # A run started elsewhere (e.g. `xtask train` in a terminal) without job.json: its
@@ -543,25 +500,25 @@ def cancel(run_dir: str | os.PathLike, *, grace_s: float = 15.0, term_s: float =
     ``job.json`` (``cancel_requested``), so even a job that had to be killed reads ``cancelled``.
     """
     run_dir = Path(run_dir).resolve()
-    job = _read_json(run_dir / JOB_FILE)
+    job = _read_json(RunDir(run_dir).job)
     if job is None:
         raise XTaskError(f"no job started from the app in {run_dir}")
     pid, start = int(job["pid"]), job.get("pid_start")
     if not job.get("cancel_requested"):
         job["cancel_requested"] = time.time()
-        atomic_write_text(run_dir / JOB_FILE, json.dumps(job, indent=2))
-    cancel_file = run_dir / CANCEL_FILE
+        atomic_write_text(RunDir(run_dir).job, json.dumps(job, indent=2))
+    cancel_file = RunDir(run_dir).cancel
 
     def wait_gone(seconds: float) -> bool:
         deadline = time.monotonic() + seconds
         while True:
             _reap(run_dir, pid)
-            if not _alive(pid, start):
+            if not process_alive(pid, start):
                 return True
             if not cancel_file.exists():
                 # The trainer deletes a cancel file it finds while starting up (a leftover of an
                 # earlier job); ours was meant for this job, so put it back until it has stopped.
-                p_status = (_read_json(run_dir / PROGRESS_FILE) or {}).get("status")
+                p_status = (_read_json(RunDir(run_dir).progress) or {}).get("status")
                 if p_status not in _TERMINAL:
                     cancel_file.touch()
             if time.monotonic() >= deadline:
@@ -571,7 +528,7 @@ def cancel(run_dir: str | os.PathLike, *, grace_s: float = 15.0, term_s: float =
     cancel_file.touch()
     for sig, wait_s in ((None, grace_s), (signal.SIGINT, term_s), (signal.SIGTERM, term_s),
                         (signal.SIGKILL, 5.0)):
-        if sig is not None and _alive(pid, start):
+        if sig is not None and process_alive(pid, start):
             try:
                 os.killpg(pid, sig)          # pgid == pid: the child leads its own session
             except (ProcessLookupError, PermissionError):
@@ -600,104 +557,8 @@ def find_active_job(owner: str, runs_root: str | os.PathLike) -> JobHandle | Non
                 return job
     # Lock missing (e.g. removed by hand): fall back to scanning run folders for this owner.
     if root.is_dir():
-        for job_file in sorted(root.glob(f"*/{JOB_FILE}"), reverse=True):
+        for job_file in sorted(root.glob(f"*/{RunDir.JOB}"), reverse=True):
             job = read_job(job_file.parent)
             if job is not None and job.owner == str(owner) and not poll(job.run_dir).finished:
                 return job
     return None
-
-
-
-# ----------------------------------------------------------------------------- fine-tuning helpers
-
-BALANCING = {"none": {}, "uncertainty": {"uncertainty_weights": True}, "gradnorm": {"gradnorm": True}}
-# Model config fields a fine-tune must copy from its base checkpoint (the trainer refuses a mismatch).
-_ARCH = ("enc_layers", "num_classes", "mid_features", "ttnet_features", "wider_ttnet", "batch_norm",
-         "height", "width")
-
-
-def finetune_args(init_checkpoint: str | os.PathLike, model_config, data_root: str | os.PathLike, *,
-                  steps: int = 30, lambda_1: float = 0.01, lambda_2: float = 0.01, lr: float = 1e-4,
-                  batch_size: int = 2, lp: str = "L1", tdep_loss: str = "L1", tseg_loss: str = "cross",
-                  balancing: str = "none", ignore_index: int = 250, limit_val: int = 0,
-                  workers: int = 0, precision: str = "auto") -> dict:
-    """Train arguments that fine-tune ``init_checkpoint`` for ``steps`` optimiser steps.
-
-    The architecture and input size (``model_config``: a ModelConfig) are copied from the base
-    checkpoint; the data is a Cityscapes-layout folder read as the synthetic set. Every step
-    logs a metrics row when ``steps <= 100`` (else about 100 rows in all), so the page can draw
-    live curves. ``epochs`` is large so that ``max_steps`` is what ends the run. Unknown
-    ``balancing`` (``none | uncertainty | gradnorm``) raises XTaskError.
-    """
-    if balancing not in BALANCING:
-        raise XTaskError(f"balancing must be one of {', '.join(BALANCING)}, got {balancing!r}")
-    if int(steps) < 1:
-        raise XTaskError(f"steps must be >= 1, got {steps}")
-    args = {name: getattr(model_config, name) for name in _ARCH}
-    args.update(dataset="synthetic", input_path=str(data_root), init_checkpoint=str(init_checkpoint),
-                max_steps=int(steps), epochs=10_000, log_every=max(1, int(steps) // 100),
-                lambda_1=float(lambda_1), lambda_2=float(lambda_2), lr=float(lr),
-                batch_size=int(batch_size), lp=lp, tdep_loss=tdep_loss, tseg_loss=tseg_loss,
-                ignore_index=int(ignore_index), limit_val=int(limit_val), workers=int(workers),
-                precision=precision, **BALANCING[balancing])
-    TrainConfig.for_dataset("synthetic", **{k: v for k, v in args.items() if k != "dataset"})
-    return args
-
-
-def small_synthetic_set(cache_root: str | os.PathLike, height: int, width: int, *,
-                        n_train: int = 32, n_val: int = 8, seed: int = 0) -> Path:
-    """A small synthetic street-scene set (Cityscapes layout) for quick fine-tunes, made once.
-
-    Lives in ``cache_root/synthetic-{n_train}-{n_val}-{height}x{width}-s{seed}``. It is
-    rendered into a temporary sibling folder and renamed into place, so a reader never sees a
-    half-written set and two sessions generating at once both end with one complete copy.
-    Images are rendered at the model's input size (``height``×``width`` pixels), so the loader
-    does no resizing work.
-    """
-    from xtask_core.data.synthetic import write_dataset
-
-    root = Path(cache_root)
-    final = root / f"synthetic-{n_train}-{n_val}-{height}x{width}-s{seed}"
-    if (final / "leftImg8bit" / "val").is_dir():
-        return final
-    root.mkdir(parents=True, exist_ok=True)
-    tmp = root / f".{final.name}.tmp-{os.getpid()}-{secrets.token_hex(3)}"
-    try:
-        write_dataset(tmp, n_train=n_train, n_val=n_val, seed=seed, height=height, width=width,
-                      workers=0)
-        try:
-            os.rename(tmp, final)
-        except OSError:
-            if not (final / "leftImg8bit" / "val").is_dir():   # lost a race is fine; else raise
-                raise
-    finally:
-        if tmp.exists():
-            import shutil
-            shutil.rmtree(tmp, ignore_errors=True)
-    return final
-
-
-def evaluate_checkpoint(loaded, data_root: str | os.PathLike, *, limit: int = 8, batch_size: int = 4,
-                        ignore_index: int | None = None, device=None) -> dict:
-    """Validation metrics of a loaded checkpoint on the first ``limit`` images of ``data_root``.
-
-    ``loaded`` is a ``checkpoint.Loaded``; its model is only run (in eval mode, no gradients),
-    never changed, so a cached shared model may be passed. Images are read at the model's
-    input size. Returns :func:`xtask_core.train.trainer.evaluate`'s dict (``pixel_acc``, ``miou``,
-    ``abs``, ``abs_rel``, ``rmse``, ``delta1``..., ``loss``), depth errors in model units.
-    """
-    from xtask_core.device import default_device
-    from xtask_core.train.losses import XTaskLoss
-    from xtask_core.train.trainer import _loader, evaluate, make_split
-
-    mcfg = loaded.config
-    ignore = int(loaded.meta.get("ignore_index", 250) if ignore_index is None else ignore_index)
-    cfg = TrainConfig.for_dataset("synthetic", input_path=str(data_root), num_classes=mcfg.num_classes,
-                                  height=mcfg.height, width=mcfg.width, ignore_index=ignore)
-    ds = make_split(cfg, "val", augment=False, limit=limit)
-    model = loaded.model
-    dev = next(model.parameters()).device if device is None else default_device(device)
-    loader = _loader(ds, batch_size, shuffle=False, workers=0, device=dev)
-    loss_fn = XTaskLoss(mcfg.num_classes, ignore_index=ignore).to(dev)
-    return evaluate(model, loader, num_classes=mcfg.num_classes, ignore_index=ignore, device=dev,
-                    loss_fn=loss_fn)

@@ -1,24 +1,19 @@
 """The one training loop, used by ``xtask train``, by fine-tuning jobs and by tests.
 
-:class:`Trainer` builds everything from a :class:`~xtask_core.config.TrainConfig`: datasets
-(a cached synthetic set is generated on first use), the :class:`~xtask_core.model.XTaskNet`,
-:class:`~xtask_core.train.losses.XTaskLoss`, the loss balancer, Adam + StepLR, mixed precision, and
-the run folder::
-
-    RUN/config.json          train config (+ model config) as written by RunLogger
-    RUN/metrics.csv          one row per epoch (``kind=epoch``) and, with log_every, per N steps
-    RUN/events.out.tfevents* TensorBoard scalars
-    RUN/progress.json        {step, total_steps, epoch, epochs, status, message, ...}, atomic
-    RUN/best.safetensors     weights with the lowest validation loss so far (+ meta)
-    RUN/last.safetensors     weights after the latest finished epoch
-    RUN/last.state.pt        optimiser / scheduler / balancer / scaler state for ``--resume``
-    RUN/cancel               created by someone else: stop at the next step, status "cancelled"
+:class:`Trainer` builds everything from a :class:`~xtask_core.config.TrainConfig` in its
+constructor: datasets (a cached synthetic set is generated on first use), the
+:class:`~xtask_core.model.XTaskNet`, :class:`~xtask_core.train.losses.XTaskLoss`, the loss
+balancer, Adam + StepLR, the precision path and the run folder (file names:
+:class:`~xtask_core.train.run_dir.RunDir`). Each step is :func:`~xtask_core.train.step.train_step`.
 
 Choices worth knowing:
 
 - "Validation loss" (the best-checkpoint criterion) is the *unbalanced* total
   ``label + image`` averaged over validation images: balancer weights change during
   training, so a balanced total would not be comparable between epochs.
+- Validation runs every ``val_every`` epochs and always at the end of the run
+  (``val_every=0``: only at the end, what a short fine-tune wants). Epochs without validation
+  still save ``last`` + the resume state.
 - Random state is re-seeded at the start of every epoch from ``(seed, epoch)``, so a resumed
   run shuffles and augments exactly as an uninterrupted one would, without pickling RNGs.
 - Distributed (``torchrun``, env ``WORLD_SIZE > 1``): one process per device, gloo on CPU /
@@ -30,325 +25,205 @@ Choices worth knowing:
 """
 from __future__ import annotations
 
-import json
 import math
 import os
-import random
-import sys
 import time
+from collections.abc import Callable, Iterable, Mapping
 from datetime import timedelta
-from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping
+from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data.distributed import DistributedSampler
 
+from xtask_core.checkpoint import default_meta, load_checkpoint, load_train_state, save_checkpoint, save_train_state
 from xtask_core.config import DATASETS, ModelConfig, TrainConfig
 from xtask_core.device import default_device
 from xtask_core.errors import XTaskError
-from xtask_core.io.atomic import atomic_write_text, remove_stale_tmp
+from xtask_core.inference.precision import grad_scaler
+from xtask_core.io.atomic import remove_stale_tmp
+from xtask_core.model import XTaskNet
+from xtask_core.train.balancing import balancer_kind, make_balancer
+from xtask_core.train.data import SYNTH_DEFAULT, ensure_synthetic, make_loader, make_split, synthetic_has_data
+from xtask_core.train.losses import XTaskLoss
+from xtask_core.train.run_dir import ProgressFile, RunDir, has_checkpoints, read_progress, step_text
+from xtask_core.train.runlog import RunLogger
+from xtask_core.train.step import LOSS_KEYS, STEP_KEYS, DivergedError, train_step
+from xtask_core.train.train_path import choose_train_path
+from xtask_core.train.validate import evaluate, progress_bar, tqdm_enabled
 
-LOSS_KEYS = ("total", "seg", "depth", "tseg", "tdep", "label", "image")
+__all__ = ["Trainer", "train", "evaluate", "seed_everything", "make_split", "ensure_synthetic",
+           "synthetic_has_data", "has_checkpoints", "read_progress", "ProgressFile", "LOSS_KEYS",
+           "METRIC_KEYS", "ARCH_FIELDS", "SYNTH_DEFAULT", "tqdm_enabled"]
+
 # scalar metrics copied into metrics.csv / TensorBoard (lists like iou_per_class go to JSON only)
 METRIC_KEYS = ("pixel_acc", "miou", "miou_per_image", "abs", "abs_rel", "rmse",
                "delta1", "delta2", "delta3")
-CHECKPOINT_FILES = ("best.safetensors", "last.safetensors", "last.state.pt")
-# Every file the trainer writes atomically in its run folder (RunLogger: config / summary / metrics).
-RUN_FILES = frozenset(CHECKPOINT_FILES + ("progress.json", "config.json", "summary.json", "metrics.csv"))
-SYNTH_DEFAULT = dict(n_train=400, n_val=100, height=256, width=512)  # cached synthetic set
+# model config fields a checkpoint must share with the config to be loaded into it
 ARCH_FIELDS = ("enc_layers", "num_classes", "mid_features", "ttnet_features", "wider_ttnet",
                "batch_norm")
-
-
-# --------------------------------------------------------------------------- small helpers
-def _rank() -> int:
-    return torch.distributed.get_rank() if _dist_on() else 0
 
 
 def _dist_on() -> bool:
     return torch.distributed.is_available() and torch.distributed.is_initialized()
 
 
-def tqdm_enabled() -> bool:
-    """Progress bars only for a human: stderr is a TTY and XTASK_NO_TQDM is not set."""
-    if os.environ.get("XTASK_NO_TQDM", "") not in ("", "0"):
-        return False
-    return bool(getattr(sys.stderr, "isatty", lambda: False)())
-
-
-def _bar(iterable, total: int, desc: str, enabled: bool):
-    if not enabled:
-        return iterable
-    from tqdm import tqdm
-
-    return tqdm(iterable, total=total, desc=desc, leave=False, dynamic_ncols=True)
-
-
-def _to_device(batch: Mapping[str, Any], device: torch.device, channels_last: bool = False) -> dict:
-    """Move every tensor of a batch dict to ``device`` (non-blocking from pinned memory)."""
-    out = {}
-    for k, v in batch.items():
-        if isinstance(v, torch.Tensor):
-            v = v.to(device, non_blocking=True)
-            if k == "image" and channels_last:
-                v = v.contiguous(memory_format=torch.channels_last)
-        out[k] = v
-    return out
-
-
-def _float_outputs(outputs) -> tuple:
-    """Autocast outputs → float32 (None stays None): losses and metrics are computed in fp32."""
-    return tuple(None if o is None else o.float() for o in outputs)
-
-
 def seed_everything(seed: int) -> None:
     """Seed python, numpy and torch (CPU + CUDA) from one integer."""
+    import random
+
+    import numpy as np
+
     random.seed(seed)
     np.random.seed(seed % (2 ** 32))
     torch.manual_seed(seed)
 
 
-def has_checkpoints(run_dir: str | os.PathLike) -> list[str]:
-    """Names of checkpoint files already present in ``run_dir`` (empty list if none)."""
-    run_dir = Path(run_dir)
-    return [n for n in CHECKPOINT_FILES if (run_dir / n).exists()]
+def _pick_device(cfg: TrainConfig, device, distributed: bool, local_rank: int) -> torch.device:
+    if cfg.cpu:
+        return torch.device("cpu")
+    if device is None and distributed and torch.cuda.is_available():
+        return torch.device("cuda", local_rank)
+    return default_device(device)
 
 
-class ProgressFile:
-    """``RUN/progress.json``, rewritten atomically so a poller never reads half a file.
-
-    Fields: ``step``, ``total_steps``, ``epoch``, ``epochs``, ``status``
-    (``starting|running|done|failed|cancelled``), ``message``, ``updated`` (unix seconds),
-    ``pid``, plus whatever the trainer adds (latest losses). Writes are throttled to one per
-    ``min_interval`` seconds except status changes and ``force=True``.
-    """
-
-    STATUSES = ("starting", "running", "done", "failed", "cancelled")
-
-    def __init__(self, path: str | os.PathLike, enabled: bool = True, min_interval: float = 0.5):
-        self.path = Path(path)
-        self.enabled = enabled
-        self.min_interval = min_interval
-        self.state: dict[str, Any] = {"step": 0, "total_steps": 0, "epoch": 0, "epochs": 0,
-                                      "status": "starting", "message": "", "pid": os.getpid()}
-        self._last = 0.0
-
-    def update(self, force: bool = False, **fields) -> None:
-        if "status" in fields and fields["status"] not in self.STATUSES:
-            raise ValueError(f"bad progress status {fields['status']!r}")
-        changed = "status" in fields and fields["status"] != self.state.get("status")
-        self.state.update(fields)
-        now = time.time()
-        if not self.enabled or not (force or changed or now - self._last >= self.min_interval):
-            return
-        self.state["updated"] = now
-        self._last = now
-        atomic_write_text(self.path, json.dumps(self.state, default=float, indent=1))
-
-
-def read_progress(run_dir: str | os.PathLike) -> dict | None:
-    """The run's progress.json as a dict, or None if there is none yet."""
-    path = Path(run_dir) / "progress.json"
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        return None
-    except ValueError as err:  # atomic writes make this unexpected; say which file
-        raise XTaskError(f"{path} is not valid JSON: {err}") from None
-
-
-# --------------------------------------------------------------------------- data
-def synthetic_has_data(root: str | os.PathLike) -> bool:
-    """True if ``root`` holds at least one Cityscapes-layout training and validation image."""
-    root = Path(root)
-    return all(any((root / "leftImg8bit" / split).glob("*/*_leftImg8bit.png"))
-               for split in ("train", "val"))
-
-
-def ensure_synthetic(root: str | os.PathLike, seed: int = 0, workers: int = 0,
-                     **sizes) -> bool:
-    """Generate the synthetic street-scene set into ``root`` unless it is already there.
-
-    Sizes default to :data:`SYNTH_DEFAULT` (400 train / 100 val at 256×512); the set is a
-    cache: generated once, then reused by every run pointing at ``root``. Returns True if it
-    generated anything.
-    """
-    if synthetic_has_data(root):
-        return False
-    from xtask_core.data import synthetic
-
-    opts = dict(SYNTH_DEFAULT, **sizes)
-    synthetic.write_dataset(Path(root), n_train=opts["n_train"], n_val=opts["n_val"], seed=seed,
-                            height=opts["height"], width=opts["width"], workers=workers)
-    return True
-
-
-def make_split(cfg: TrainConfig, split: str, augment: bool, limit: int = 0,
-               height: int | None = None, width: int | None = None):
-    """Dataset of ``cfg.dataset`` for ``split`` (the synthetic set is read as Cityscapes)."""
-    from xtask_core.data import make_dataset
-
-    name = "cityscapes" if cfg.dataset == "synthetic" else cfg.dataset
-    kw: dict[str, Any] = dict(height=height or cfg.height, width=width or cfg.width,
-                              augment=augment, limit=limit)
-    if name == "cityscapes":
-        kw["num_classes"] = cfg.num_classes
-    ds = make_dataset(name, cfg.input_path, split, **kw)
-    if len(ds) == 0:
-        raise XTaskError(f"the {split} split of {cfg.input_path} is empty")
-    return ds
-
-
-def _loader(ds, batch_size: int, *, shuffle: bool, workers: int, device: torch.device,
-            sampler=None, generator=None):
-    from torch.utils.data import DataLoader
-
-    return DataLoader(ds, batch_size=batch_size, shuffle=shuffle and sampler is None,
-                      sampler=sampler, num_workers=workers, pin_memory=device.type == "cuda",
-                      persistent_workers=workers > 0, generator=generator, drop_last=False)
-
-
-# --------------------------------------------------------------------------- evaluation
-@torch.no_grad()
-def evaluate(model: nn.Module, loader: Iterable[Mapping[str, Any]], *, num_classes: int,
-             ignore_index: int, device: str | torch.device | None = None,
-             loss_fn: nn.Module | None = None, precision: str = "fp32", direct_only: bool = False,
-             channels_last: bool = False, limit_batches: int = 0, progress: bool = False,
-             desc: str = "val") -> dict[str, Any]:
-    """Run ``model`` over ``loader`` and return metrics (+ mean losses if ``loss_fn``).
-
-    Args:
-        model: an XTaskNet (or DDP-unwrapped module); put in eval mode for the duration and
-            restored to its previous mode afterwards.
-        loader: yields batch dicts (``image`` N×3×H×W float, ``seg`` N×H×W int64, ``depth``
-            N×1×H×W float, ``depth_mask`` N×1×H×W float).
-        precision: a *resolved* precision ("fp32" | "bf16" | "fp16"); outputs are cast to
-            float32 before losses and metrics.
-        direct_only: skip the transfer nets (faster); transferred losses are then not computed.
-        limit_batches: stop after this many batches (0 = all).
-
-    Returns a dict with every key of :meth:`SegDepthMetrics.compute` (``miou`` = one
-    confusion matrix over the split, ``miou_per_image`` = the original's per-image average;
-    depth errors in the dataset's depth unit), ``n_images``, and with a loss function
-    ``loss`` (= mean unbalanced ``total``) and ``loss_<component>`` for every component,
-    averaged per image.
-    """
-    from xtask_core.evaluate.metrics import SegDepthMetrics
-    from xtask_core.inference.precision import autocast
-
-    dev = default_device(device)
-    was_training = model.training
-    model.eval()
-    metrics = SegDepthMetrics(num_classes, ignore_index)
-    sums = torch.zeros(len(LOSS_KEYS), dtype=torch.float64)
-    n = 0
-    total = len(loader) if hasattr(loader, "__len__") else None
-    try:
-        for i, batch in enumerate(_bar(loader, total, desc, progress)):
-            if limit_batches and i >= limit_batches:
-                break
-            batch = _to_device(batch, dev, channels_last)
-            with autocast(dev, precision):
-                outputs = model(batch["image"], direct_only=direct_only)
-            outputs = _float_outputs(outputs)
-            bs = int(batch["image"].shape[0])
-            if loss_fn is not None and not direct_only:
-                losses = loss_fn(outputs, batch)
-                sums += torch.stack([losses[k].detach().double().cpu() for k in LOSS_KEYS]) * bs
-            metrics.update(outputs[0], outputs[2], batch["seg"], batch["depth"],
-                           batch.get("depth_mask"))
-            n += bs
-    finally:
-        model.train(was_training)
-    if n == 0:
-        raise XTaskError("evaluation saw no images (empty dataset or limit 0)")
-    result: dict[str, Any] = dict(metrics.compute())
-    result["n_images"] = n
-    if loss_fn is not None and not direct_only:
-        means = (sums / n).tolist()
-        result["loss"] = means[0]
-        for k, v in zip(LOSS_KEYS, means):
-            result[f"loss_{k}"] = v
-    return result
-
-
-# --------------------------------------------------------------------------- trainer
 class Trainer:
-    """Train an XTaskNet from a :class:`TrainConfig` (see the module docstring for the run folder).
+    """Train an XTaskNet from a :class:`TrainConfig` (see the module docstring).
 
     Args:
         cfg: every option; ``cfg.out`` is the run folder (required), ``cfg.resume`` continues
             from ``out/last.*``.
         device: None = ``cuda:LOCAL_RANK`` / CUDA if available, else CPU; ``cfg.cpu`` forces CPU.
         callbacks: callables ``cb(event, info)`` with event ``"step"`` (info: step, epoch,
-            losses), ``"epoch"`` (the metrics row) or ``"end"`` (the summary). Exceptions from a
-            callback propagate (a callback may raise to stop training).
+            losses), ``"epoch"`` (the metrics row of a validated epoch) or ``"end"`` (the
+            summary). Exceptions from a callback propagate (a callback may raise to stop training).
 
-    ``fit()`` returns a summary dict: ``status`` ("done" | "cancelled"), ``epochs_done``,
-    ``step``, ``best_epoch``, ``best_val_loss``, ``best`` / ``last`` paths, ``last_row``.
+    The constructor builds everything (data, model, optimiser, state of a resumed run, the run
+    folder's logger); a failure there is written to ``progress.json`` as ``failed`` (once the
+    folder is known to be this run's) and raised. ``fit()`` returns a summary dict: ``status``
+    ("done" | "cancelled"), ``epochs_done``, ``step``, ``best_epoch``, ``best_val_loss``,
+    ``best`` / ``last`` paths, ``last_row``.
     """
 
     def __init__(self, cfg: TrainConfig, device: str | torch.device | None = None,
                  callbacks: Iterable[Callable[[str, dict], None]] | None = None):
         if not cfg.out:
             raise XTaskError("the training config needs an output run folder (out / --out)")
+        if cfg.dataset not in DATASETS:
+            raise XTaskError(f"unknown dataset {cfg.dataset!r} (valid: {', '.join(DATASETS)})")
         self.cfg = cfg
-        self.run_dir = Path(cfg.out)
+        self.run = RunDir(cfg.out)
+        self.run_dir = self.run.path
         self.callbacks = list(callbacks or [])
         self.world_size = int(os.environ.get("WORLD_SIZE", "1"))
         self.distributed = self.world_size > 1
-        self.local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-        if cfg.cpu:
-            self.device = torch.device("cpu")
-        elif device is None and self.distributed and torch.cuda.is_available():
-            self.device = torch.device("cuda", self.local_rank)
-        else:
-            self.device = default_device(device)
-        self.rank = int(os.environ.get("RANK", "0")) if self.distributed else 0
+        self.device = _pick_device(cfg, device, self.distributed, int(os.environ.get("LOCAL_RANK", "0")))
+        self.rank = self._init_distributed()
         self.is_main = self.rank == 0
-        self.progress = ProgressFile(self.run_dir / "progress.json", enabled=self.is_main)
-        self.cancel_path = self.run_dir / "cancel"
+        self.progress = ProgressFile(self.run.progress, enabled=self.is_main)
         # Set once the folder check passed: until then the folder may be someone else's run,
         # and a refused start must not write its "failed" status into that run's progress.json.
         self._claimed = False
+        self.logger: RunLogger | None = None
+        self.epoch = 0
+        self.step = 0
+        self.start_epoch = 1
+        self.best_val = math.inf
+        self.best_epoch = 0
+        self.best_metrics: dict[str, Any] = {}
+        self.init_meta: dict | None = None
+        try:
+            self._prepare_folder()
+            seed_everything(cfg.seed)
+            self.train_ds = make_split(cfg, "train", augment=True, limit=cfg.limit_train)
+            self.val_ds = make_split(cfg, "val", augment=False, limit=cfg.limit_val)
+            self.sampler = (DistributedSampler(self.train_ds, shuffle=True, seed=cfg.seed)
+                            if self.distributed else None)
+            self.generator = torch.Generator()
+            self.train_loader = make_loader(self.train_ds, cfg.batch_size, shuffle=True, workers=cfg.workers,
+                                            device=self.device, sampler=self.sampler, generator=self.generator)
+            self.val_loader = make_loader(self.val_ds, cfg.batch_size, shuffle=False, workers=cfg.workers,
+                                          device=self.device)
+            self.model = self._build_model().to(self.device)
+            self.loss_fn = XTaskLoss(cfg.num_classes, lambda_1=cfg.lambda_1, lambda_2=cfg.lambda_2,
+                                     label_smoothing=cfg.label_smoothing, lp=cfg.lp,
+                                     tdep_loss=cfg.tdep_loss, tseg_loss=cfg.tseg_loss,
+                                     ignore_index=cfg.ignore_index, method=cfg.method,
+                                     reduction=cfg.loss_reduction).to(self.device)
+            self.balancer = make_balancer(balancer_kind(cfg.uncertainty_weights, cfg.gradnorm),
+                                          device=self.device)
+            # precision + memory format: as given, or measured on the first batch (or cached)
+            self.path_choice = choose_train_path(self.model, self.train_ds, cfg, self.device,
+                                                 loss_fn=self.loss_fn)
+            self.precision = self.path_choice.precision
+            self.channels_last = self.path_choice.channels_last
+            if self.channels_last:
+                self.model = self.model.to(memory_format=torch.channels_last)
+            # balancer.parameters() is [] for balancers that train nothing with our optimiser
+            self.optimizer = torch.optim.Adam(list(self.model.parameters()) + self.balancer.parameters(),
+                                              lr=cfg.lr, betas=tuple(cfg.betas))
+            self.scheduler = torch.optim.lr_scheduler.StepLR(self.optimizer, cfg.scheduler_step_size,
+                                                             cfg.scheduler_gamma)
+            self.scaler = grad_scaler(self.device, self.precision)
+            self.ddp = (DistributedDataParallel(self.model, device_ids=[self.device.index]
+                                                if self.device.type == "cuda" else None)
+                        if self.distributed else None)
+            if cfg.resume:
+                self._load_state()
+            self.total_steps = self._total_steps()
+            if self.is_main:
+                self.logger = self._open_logger()
+        except BaseException as err:
+            self._fail(err)
+            raise
 
     # ------------------------------------------------------------------ setup
-    def _check_run_dir(self) -> None:
-        existing = has_checkpoints(self.run_dir)
-        if self.cfg.resume:
-            if not (self.run_dir / "last.state.pt").exists():
-                raise XTaskError(f"cannot resume: {self.run_dir / 'last.state.pt'} does not exist "
-                                 "(train without --resume first)")
-        elif existing:
-            raise XTaskError(f"run folder {self.run_dir} already has checkpoints ({', '.join(existing)}); "
-                             "use --resume to continue it or choose a new --out")
-
-    def _init_distributed(self) -> None:
-        if not self.distributed or _dist_on():
-            return
-        backend = "nccl" if self.device.type == "cuda" else "gloo"
-        if self.device.type == "cuda":
-            torch.cuda.set_device(self.device)
-        # long timeout: ranks > 0 wait at a barrier while rank 0 validates the full split
-        torch.distributed.init_process_group(backend=backend, timeout=timedelta(hours=2))
-        self.rank = torch.distributed.get_rank()
-        self.is_main = self.rank == 0
-        self.progress.enabled = self.is_main
+    def _init_distributed(self) -> int:
+        """Join the process group (distributed runs); this process's rank."""
+        if not self.distributed:
+            return 0
+        if not _dist_on():
+            if self.device.type == "cuda":
+                torch.cuda.set_device(self.device)
+            # long timeout: ranks > 0 wait at a barrier while rank 0 validates the full split
+            torch.distributed.init_process_group(backend="nccl" if self.device.type == "cuda" else "gloo",
+                                                 timeout=timedelta(hours=2))
+        return torch.distributed.get_rank()
 
     def _barrier(self) -> None:
         if _dist_on():
             torch.distributed.barrier()
 
-    def _build_model(self) -> nn.Module:
-        from xtask_core.model import XTaskNet
+    def _prepare_folder(self) -> None:
+        """Check and claim the run folder, generate the synthetic cache (rank 0), then sync."""
+        cfg = self.cfg
+        if self.is_main:
+            existing = self.run.checkpoints()
+            if cfg.resume and not self.run.state.exists():
+                raise XTaskError(f"cannot resume: {self.run.state} does not exist "
+                                 "(train without --resume first)")
+            if not cfg.resume and existing:
+                raise XTaskError(f"run folder {self.run_dir} already has checkpoints ({', '.join(existing)}); "
+                                 "use --resume to continue it or choose a new --out")
+            self._claimed = True
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            # A SIGKILL during an earlier save leaves ".<name>.<random>.tmp" files (up to a
+            # checkpoint's size); one trainer per folder, so its own files' leftovers go now.
+            remove_stale_tmp(self.run_dir, owned=RunDir.TRAINER_FILES)
+            if cfg.resume and self.run.cancel.exists():  # resuming a cancelled run: that cancel is spent
+                self.run.cancel.unlink()
+            self.progress.update(status="starting", message="preparing data", epochs=cfg.epochs, force=True)
+            if cfg.dataset == "synthetic" and ensure_synthetic(cfg.input_path, seed=cfg.seed,
+                                                               workers=cfg.workers):
+                self.progress.update(message=f"generated synthetic data in {cfg.input_path}", force=True)
+        self._barrier()  # other ranks wait for the folder check and the synthetic cache
 
+    def _build_model(self) -> nn.Module:
         cfg = self.cfg
         mcfg = cfg.model_config()
         model = XTaskNet(mcfg, pretrained_path=cfg.use_pretrain or None)
         if cfg.init_checkpoint and not cfg.resume:
-            from xtask_core.checkpoint import load_checkpoint
-
             loaded = load_checkpoint(cfg.init_checkpoint, device="cpu")
             diff = [f"{f} {getattr(loaded.config, f)} (checkpoint) vs {getattr(mcfg, f)} (config)"
                     for f in ARCH_FIELDS if getattr(loaded.config, f) != getattr(mcfg, f)]
@@ -359,102 +234,22 @@ class Trainer:
             self.init_meta = loaded.meta
         return model
 
-    def _setup(self) -> None:
-        from xtask_core.inference.precision import (
-            grad_scaler,
-            resolve_channels_last,
-            resolve_precision,
-        )
-        from xtask_core.train.balancing import make_balancer
-        from xtask_core.train.losses import XTaskLoss
-
-        cfg = self.cfg
-        self._init_distributed()
-        if cfg.dataset not in DATASETS:
-            raise XTaskError(f"unknown dataset {cfg.dataset!r} (valid: {', '.join(DATASETS)})")
-        if self.is_main:
-            self._check_run_dir()
-            self._claimed = True
-            self.run_dir.mkdir(parents=True, exist_ok=True)
-            # A SIGKILL during an earlier save leaves ".<name>.<random>.tmp" files (up to a
-            # checkpoint's size); one trainer per folder, so its own files' leftovers go now.
-            remove_stale_tmp(self.run_dir, owned=RUN_FILES)
-            if cfg.resume and self.cancel_path.exists():  # resuming a cancelled run: that cancel is spent
-                self.cancel_path.unlink()
-            self.progress.update(status="starting", message="preparing data", epochs=cfg.epochs, force=True)
-            if cfg.dataset == "synthetic" and ensure_synthetic(cfg.input_path, seed=cfg.seed,
-                                                               workers=cfg.workers):
-                self.progress.update(message=f"generated synthetic data in {cfg.input_path}", force=True)
-        self._barrier()  # other ranks wait for the folder check and the synthetic cache
-        seed_everything(cfg.seed)
-        self.precision = resolve_precision(self.device, cfg.precision)
-        self.channels_last = resolve_channels_last(self.device, cfg.channels_last)
-
-        self.train_ds = make_split(cfg, "train", augment=True, limit=cfg.limit_train)
-        self.val_ds = make_split(cfg, "val", augment=False, limit=cfg.limit_val)
-        self.sampler = None
-        if self.distributed:
-            from torch.utils.data.distributed import DistributedSampler
-
-            self.sampler = DistributedSampler(self.train_ds, shuffle=True, seed=cfg.seed)
-        self.generator = torch.Generator()
-        self.train_loader = _loader(self.train_ds, cfg.batch_size, shuffle=True, workers=cfg.workers,
-                                    device=self.device, sampler=self.sampler, generator=self.generator)
-        self.val_loader = _loader(self.val_ds, cfg.batch_size, shuffle=False, workers=cfg.workers,
-                                  device=self.device)
-
-        self.init_meta: dict | None = None
-        self.model = self._build_model().to(self.device)
-        if self.channels_last:
-            self.model = self.model.to(memory_format=torch.channels_last)
-        self.loss_fn = XTaskLoss(cfg.num_classes, lambda_1=cfg.lambda_1, lambda_2=cfg.lambda_2,
-                                 label_smoothing=cfg.label_smoothing, lp=cfg.lp,
-                                 tdep_loss=cfg.tdep_loss, tseg_loss=cfg.tseg_loss,
-                                 ignore_index=cfg.ignore_index, method=cfg.method).to(self.device)
-        kind = "uncertainty" if cfg.uncertainty_weights else "gradnorm" if cfg.gradnorm else "none"
-        self.balancer_kind = kind
-        self.balancer = make_balancer(kind, device=self.device)
-        params = list(self.model.parameters())
-        if kind == "uncertainty":  # GradNorm steps its own weights with its own optimiser
-            params += list(self.balancer.parameters())
-        self.optimizer = torch.optim.Adam(params, lr=cfg.lr, betas=tuple(cfg.betas))
-        self.scheduler = torch.optim.lr_scheduler.StepLR(self.optimizer, cfg.scheduler_step_size,
-                                                         cfg.scheduler_gamma)
-        self.scaler = grad_scaler(self.device, self.precision)
-        self.ddp = None
-        if self.distributed:
-            from torch.nn.parallel import DistributedDataParallel
-
-            ids = [self.device.index] if self.device.type == "cuda" else None
-            self.ddp = DistributedDataParallel(self.model, device_ids=ids)
-
-        self.start_epoch = 1
-        self.step = 0
-        self.best_val = math.inf
-        self.best_epoch = 0
-        self.best_metrics: dict[str, Any] = {}
-        if cfg.resume:
-            self._load_state()
-
-        self.logger = None
-        if self.is_main:
-            from xtask_core.train.runlog import RunLogger
-
-            self.logger = RunLogger(self.run_dir)
-            if cfg.resume:
-                # Rows an interrupted attempt logged after the saved state (step rows of the
-                # unfinished epoch) are about to be redone: drop them so none is duplicated.
-                self.logger.drop_rows_after(step=self.step, epoch=self.start_epoch - 1)
-            self.logger.write_config({"train": cfg.to_dict(),
-                                      "model": self.model.config.to_dict(),
-                                      "device": str(self.device), "precision": self.precision,
-                                      "world_size": self.world_size,
-                                      "train_images": len(self.train_ds), "val_images": len(self.val_ds)})
+    def _open_logger(self) -> RunLogger:
+        logger = RunLogger(self.run_dir)
+        if self.cfg.resume:
+            # Rows an interrupted attempt logged after the saved state (step rows of the
+            # unfinished epoch) are about to be redone: drop them so none is duplicated.
+            logger.drop_rows_after(step=self.step, epoch=self.start_epoch - 1)
+        logger.write_config({"train": self.cfg.to_dict(), "model": self.model.config.to_dict(),
+                             "device": str(self.device), "precision": self.precision,
+                             "channels_last": self.channels_last,
+                             "train_path": self.path_choice.to_dict(),
+                             "world_size": self.world_size,
+                             "train_images": len(self.train_ds), "val_images": len(self.val_ds)})
+        return logger
 
     def _load_state(self) -> None:
-        from xtask_core.checkpoint import load_train_state
-
-        state = load_train_state(self.run_dir / "last.state.pt")
+        state = load_train_state(self.run.state)
         saved = ModelConfig.from_dict(state["config"])
         mine = self.model.config
         diff = [f for f in ARCH_FIELDS + ("height", "width") if getattr(saved, f) != getattr(mine, f)]
@@ -478,7 +273,7 @@ class Trainer:
             self.scheduler.step_size = self.cfg.scheduler_step_size
             self.scheduler.gamma = self.cfg.scheduler_gamma
             self.scheduler.base_lrs = [g.get("initial_lr", g["lr"]) for g in self.optimizer.param_groups]
-        if state.get("balancer") and hasattr(self.balancer, "load_state_dict"):
+        if state.get("balancer"):
             self.balancer.load_state_dict(state["balancer"])
         extra = (state.get("meta") or {}).get("resume", {})
         if self.scaler is not None and extra.get("scaler"):
@@ -489,50 +284,28 @@ class Trainer:
         self.best_epoch = int(extra.get("best_epoch", 0))
         self.best_metrics = dict(extra.get("best_metrics", {}))
 
-    # ------------------------------------------------------------------ per step
     def _total_steps(self) -> int:
-        per_epoch = len(self.train_loader)
-        total = per_epoch * self.cfg.epochs
+        total = len(self.train_loader) * self.cfg.epochs
         return min(total, self.cfg.max_steps) if self.cfg.max_steps else total
 
-    def _train_step(self, batch: Mapping[str, Any]) -> torch.Tensor:
-        """One optimiser step; returns the detached loss components (LOSS_KEYS + objective)."""
-        from xtask_core.inference.precision import autocast
-
-        net = self.ddp or self.model
-        batch = _to_device(batch, self.device, self.channels_last)
-        with autocast(self.device, self.precision):
-            outputs = net(batch["image"])
-        outputs = _float_outputs(outputs)
-        losses = self.loss_fn(outputs, batch)
-        objective = self.balancer.combine(losses)
-        values = torch.stack([losses[k].detach() for k in LOSS_KEYS] + [objective.detach()])
-        bad = (~torch.isfinite(values).all()).to(torch.float32)
-        if self.distributed:  # every rank must stop together, or the others hang in all-reduce
-            torch.distributed.all_reduce(bad)
-        if bad.item() > 0:
-            parts = ", ".join(f"{k}={v:.4g}" for k, v in zip(LOSS_KEYS, values.tolist()))
+    # ------------------------------------------------------------------ per step
+    def _step(self, batch: Mapping[str, Any]) -> torch.Tensor:
+        """One :func:`train_step`; the detached :data:`STEP_KEYS` values as one float64 CPU tensor."""
+        reduce_flag = torch.distributed.all_reduce if self.distributed else None
+        try:
+            out = train_step(self.ddp or self.model, batch, loss_fn=self.loss_fn, balancer=self.balancer,
+                             optimizer=self.optimizer, scaler=self.scaler, precision=self.precision,
+                             channels_last=self.channels_last, device=self.device, reduce_flag=reduce_flag)
+        except DivergedError as err:
+            parts = ", ".join(f"{k}={v:.4g}" for k, v in err.values.items() if k in LOSS_KEYS)
             raise XTaskError(f"training diverged: loss is NaN/Inf at epoch {self.epoch}, step {self.step + 1} "
-                             f"({parts}); nothing was saved for this epoch. Lower --lr or use --precision fp32")
-        self.optimizer.zero_grad(set_to_none=True)
-        if self.scaler is not None:
-            self.scaler.scale(objective).backward(retain_graph=self.balancer.needs_graph)
-        else:
-            objective.backward(retain_graph=self.balancer.needs_graph)
-        if self.balancer_kind == "gradnorm":
-            # weights move towards equal relative training rates, measured at the last shared conv
-            shared = self.model.pretrained_encoder.layer4[-1].conv2.weight
-            self.balancer.step(losses, shared)
-        if self.scaler is not None:
-            self.scaler.step(self.optimizer)
-            self.scaler.update()
-        else:
-            self.optimizer.step()
+                             f"({parts}); nothing was saved for this epoch. Lower --lr or use "
+                             "--precision fp32") from None
         self.step += 1
-        return values
+        return torch.stack([out[k] for k in STEP_KEYS]).double().cpu()
 
     def _check_cancel(self) -> bool:
-        flag = torch.tensor(1.0 if (self.is_main and self.cancel_path.exists()) else 0.0)
+        flag = torch.tensor(1.0 if (self.is_main and self.run.cancel.exists()) else 0.0)
         if self.distributed:  # rank 0 decides for everyone
             flag = flag.to(self.device) if self.device.type == "cuda" else flag
             torch.distributed.broadcast(flag, 0)
@@ -546,15 +319,21 @@ class Trainer:
     def _lr(self) -> float:
         return float(self.optimizer.param_groups[0]["lr"])
 
-    def _weights(self) -> dict[str, float]:
-        try:
-            return {k: float(v) for k, v in self.balancer.weights().items()}
-        except (AttributeError, TypeError):
-            return {}
+    def _row(self, kind: str, epoch: int, train_means: list[float], lr: float,
+             val: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        """One metrics.csv row (``kind`` "step" or "epoch"): ``train_<loss>`` means (``train_loss``
+        = the unbalanced total), ``val_*`` when validated, balancer weights ``w_image``/``w_label``."""
+        row: dict[str, Any] = {"kind": kind, "epoch": epoch, "step": self.step, "lr": lr}
+        row.update({f"train_{k}": v for k, v in zip(STEP_KEYS, train_means)})
+        row["train_loss"] = row.pop("train_total")
+        if val is not None:
+            row["val_loss"] = val["loss"]
+            row.update({f"val_{k}": val[f"loss_{k}"] for k in LOSS_KEYS if k != "total"})
+            row.update({f"val_{k}": val[k] for k in METRIC_KEYS if k in val})
+        row.update({k: float(v) for k, v in self.balancer.weights().items()})
+        return row
 
     def _meta(self, row: Mapping[str, Any], val: Mapping[str, Any]) -> dict:
-        from xtask_core.checkpoint import default_meta
-
         cfg = self.cfg
         meta = default_meta(cfg.num_classes, dataset=cfg.dataset)
         meta["name"] = self.run_dir.name
@@ -572,56 +351,61 @@ class Trainer:
         }
         return meta
 
-    def _save(self, epoch: int, row: dict, val: dict, improved: bool) -> None:
-        from xtask_core.checkpoint import save_checkpoint, save_train_state
-
+    def _save(self, epoch: int, row: dict, val: Mapping[str, Any], improved: bool) -> None:
         meta = self._meta(row, val)
         if improved:
-            save_checkpoint(self.run_dir / "best.safetensors", self.model, meta, overwrite=True)
-        save_checkpoint(self.run_dir / "last.safetensors", self.model, meta, overwrite=True)
+            save_checkpoint(self.run.best, self.model, meta, overwrite=True)
+        save_checkpoint(self.run.last, self.model, meta, overwrite=True)
         state_meta = dict(meta, resume={
             "best_val": self.best_val, "best_epoch": self.best_epoch,
             "best_metrics": self.best_metrics,
             "scaler": self.scaler.state_dict() if self.scaler is not None else None})
-        save_train_state(self.run_dir / "last.state.pt", model=self.model, optimizer=self.optimizer,
+        save_train_state(self.run.state, model=self.model, optimizer=self.optimizer,
                          scheduler=self.scheduler, balancer=self.balancer, epoch=epoch, step=self.step,
                          train_config=self.cfg, meta=state_meta)
 
-    def _log_row(self, row: dict) -> None:
+    def _fail(self, err: BaseException) -> None:
+        """Record a failure (or Ctrl-C) in progress.json once the folder is ours; close files."""
+        if isinstance(err, KeyboardInterrupt):  # its str() is empty
+            msg, status = f"interrupted at step {self.step}; continue with --resume", "cancelled"
+        else:
+            msg = str(err) if isinstance(err, XTaskError) else f"{type(err).__name__}: {err}"
+            status = "failed"
+        if self._claimed:
+            self.progress.update(status=status, message=msg.splitlines()[0] if msg else status, force=True)
         if self.logger is not None:
-            self.logger.log(row)
+            self.logger.close()
+        if self.distributed and _dist_on():
+            torch.distributed.destroy_process_group()
 
     # ------------------------------------------------------------------ main loop
     def fit(self) -> dict[str, Any]:
         try:
-            return self._fit()
+            summary = self._fit()
         except BaseException as err:
-            if isinstance(err, KeyboardInterrupt):  # its str() is empty
-                msg = f"interrupted at step {getattr(self, 'step', 0)}; continue with --resume"
-            else:
-                msg = str(err) if isinstance(err, XTaskError) else f"{type(err).__name__}: {err}"
-            status = "cancelled" if isinstance(err, KeyboardInterrupt) else "failed"
-            if self._claimed:
-                self.progress.update(status=status, message=msg.splitlines()[0] if msg else status,
-                                     force=True)
+            self._fail(err)
             raise
-        finally:
-            if getattr(self, "logger", None) is not None:
-                self.logger.close()
-            if self.distributed and _dist_on():
-                torch.distributed.destroy_process_group()
+        if self.logger is not None:
+            self.logger.close()
+        if self.distributed and _dist_on():
+            torch.distributed.destroy_process_group()
+        return summary
+
+    def _validate_now(self, epoch: int, stopping: bool) -> bool:
+        every = self.cfg.val_every
+        return stopping or epoch == self.cfg.epochs or (every > 0 and epoch % every == 0)
 
     def _fit(self) -> dict[str, Any]:
-        self._setup()
         cfg = self.cfg
-        total_steps = self._total_steps()
-        self.progress.update(status="running", step=self.step, total_steps=total_steps,
+        total = self.total_steps
+        self.progress.update(status="running", step=self.step, total_steps=total,
                              epoch=self.start_epoch - 1, epochs=cfg.epochs,
-                             message="resumed" if cfg.resume else "training", force=True)
+                             message="resumed" if cfg.resume else step_text(self.step, total, None), force=True)
         show_bar = self.is_main and tqdm_enabled()
         status = "done"
         last_row: dict[str, Any] = {}
         epochs_done = self.start_epoch - 1
+        t_start, step_start = time.monotonic(), self.step
         for epoch in range(self.start_epoch, cfg.epochs + 1):
             if cfg.max_steps and self.step >= cfg.max_steps:
                 break
@@ -633,32 +417,29 @@ class Trainer:
             if self.sampler is not None:
                 self.sampler.set_epoch(epoch)
             self.model.train()
-            sums = torch.zeros(len(LOSS_KEYS) + 1, dtype=torch.float64)
+            sums = torch.zeros(len(STEP_KEYS), dtype=torch.float64)
             win = torch.zeros_like(sums)
             n = n_win = 0
             cancelled = False
-            for batch in _bar(self.train_loader, len(self.train_loader), f"epoch {epoch}/{cfg.epochs}",
-                              show_bar):
+            for batch in progress_bar(self.train_loader, len(self.train_loader), f"epoch {epoch}/{cfg.epochs}",
+                                      show_bar):
                 if self._check_cancel():
                     cancelled = True
                     break
-                values = self._train_step(batch).double().cpu()
+                values = self._step(batch)
                 bs = int(batch["image"].shape[0])
                 sums += values * bs
                 win += values * bs
                 n += bs
                 n_win += bs
-                info = {"step": self.step, "epoch": epoch,
-                        "losses": dict(zip(LOSS_KEYS + ("objective",), values.tolist()))}
-                self.progress.update(step=self.step, epoch=epoch, loss=info["losses"]["total"])
+                info = {"step": self.step, "epoch": epoch, "losses": dict(zip(STEP_KEYS, values.tolist()))}
+                done = self.step - step_start
+                eta = (time.monotonic() - t_start) / done * (total - self.step) if done else None
+                self.progress.update(step=self.step, epoch=epoch, loss=info["losses"]["total"], eta_s=eta,
+                                     message=step_text(self.step, total, eta))
                 self._emit("step", info)
                 if cfg.log_every and self.step % cfg.log_every == 0 and self.is_main:
-                    means = (win / max(n_win, 1)).tolist()
-                    row = {"kind": "step", "epoch": epoch, "step": self.step, "lr": self._lr()}
-                    row.update({f"train_{k}": v for k, v in zip(LOSS_KEYS + ("objective",), means)})
-                    row["train_loss"] = row.pop("train_total")
-                    row.update({f"w_{k.removeprefix('w_')}": v for k, v in self._weights().items()})
-                    self._log_row(row)
+                    self.logger.log(self._row("step", epoch, (win / max(n_win, 1)).tolist(), self._lr()))
                     self.progress.update(force=True, step=self.step)
                     win.zero_()
                     n_win = 0
@@ -675,61 +456,61 @@ class Trainer:
                 torch.distributed.all_reduce(packed)
                 packed = packed.cpu()
                 sums, n = packed[:-1], int(packed[-1].item())
-            train_means = (sums / n).tolist()
             lr_used = self._lr()
             self.scheduler.step()
-
-            row = None
+            stopping = bool(cfg.max_steps and self.step >= cfg.max_steps)
             if self.is_main:
-                self.progress.update(message=f"validating epoch {epoch}", force=True)
-                val = evaluate(self.model, self.val_loader, num_classes=cfg.num_classes,
-                               ignore_index=cfg.ignore_index, device=self.device, loss_fn=self.loss_fn,
-                               precision=self.precision, channels_last=self.channels_last,
-                               progress=show_bar)
-                row = {"kind": "epoch", "epoch": epoch, "step": self.step, "lr": lr_used}
-                row.update({f"train_{k}": v for k, v in zip(LOSS_KEYS + ("objective",), train_means)})
-                row["train_loss"] = row.pop("train_total")
-                row["val_loss"] = val["loss"]
-                row.update({f"val_{k}": val[f"loss_{k}"] for k in LOSS_KEYS if k != "total"})
-                row.update({f"val_{k}": val[k] for k in METRIC_KEYS if k in val})
-                row.update({f"w_{k.removeprefix('w_')}": v for k, v in self._weights().items()})
-                row["seconds"] = time.time() - t0
-                if not math.isfinite(row["val_loss"]):
-                    raise XTaskError(f"validation loss is NaN/Inf at epoch {epoch}; nothing was saved "
-                                     "for this epoch. Lower --lr or use --precision fp32")
-                improved = row["val_loss"] < self.best_val
-                if improved:
-                    self.best_val, self.best_epoch = row["val_loss"], epoch
-                    self.best_metrics = {k: val.get(k) for k in METRIC_KEYS if k in val}
-                row["best_epoch"] = self.best_epoch
-                self._log_row(row)
-                self._save(epoch, row, val, improved)
-                last_row = row
-                epochs_done = epoch
-                self.progress.update(epoch=epoch, step=self.step, val_loss=row["val_loss"],
-                                     message=f"epoch {epoch}/{cfg.epochs} done, val loss {row['val_loss']:.4g}",
-                                     force=True)
-                self._emit("epoch", row)
-            else:
-                epochs_done = epoch
+                last_row = self._end_epoch(epoch, (sums / n).tolist(), lr_used, t0,
+                                           self._validate_now(epoch, stopping), show_bar) or last_row
+            epochs_done = epoch
             self._barrier()
         summary = {
             "status": status, "epochs_done": epochs_done,
             "step": self.step, "best_epoch": self.best_epoch,
             "best_val_loss": self.best_val if math.isfinite(self.best_val) else None,
             "best_metrics": self.best_metrics,
-            "best": str(self.run_dir / "best.safetensors"), "last": str(self.run_dir / "last.safetensors"),
+            "best": str(self.run.best), "last": str(self.run.last),
             "run_dir": str(self.run_dir), "last_row": last_row, "precision": self.precision,
-            "device": str(self.device),
+            "channels_last": self.channels_last, "device": str(self.device),
         }
         if status == "cancelled":
             msg = f"cancelled at step {self.step}; checkpoints are those of epoch {epochs_done}"
         else:
             msg = (f"finished: best val loss {summary['best_val_loss']:.4g} at epoch {self.best_epoch}"
                    if summary["best_val_loss"] is not None else "finished (nothing to do)")
-        self.progress.update(status=status, message=msg, step=self.step, force=True)
+        self.progress.update(status=status, message=msg, step=self.step, eta_s=0.0, force=True)
         self._emit("end", summary)
         return summary
+
+    def _end_epoch(self, epoch: int, train_means: list[float], lr: float, t0: float, validate: bool,
+                   show_bar: bool) -> dict | None:
+        """Rank 0 after an epoch: validate (when due), log the row, save; the row or None."""
+        cfg = self.cfg
+        if not validate:  # keep --resume exact without paying for a validation pass
+            meta_row = {"epoch": epoch, "train_loss": train_means[0]}
+            self._save(epoch, meta_row, {}, improved=False)
+            return None
+        self.progress.update(message=f"validating after step {self.step}", force=True)
+        val = evaluate(self.model, self.val_loader, num_classes=cfg.num_classes,
+                       ignore_index=cfg.ignore_index, device=self.device, loss_fn=self.loss_fn,
+                       precision=self.precision, channels_last=self.channels_last, progress=show_bar)
+        row = self._row("epoch", epoch, train_means, lr, val)
+        row["seconds"] = time.time() - t0
+        if not math.isfinite(row["val_loss"]):
+            raise XTaskError(f"validation loss is NaN/Inf at epoch {epoch}; nothing was saved "
+                             "for this epoch. Lower --lr or use --precision fp32")
+        improved = row["val_loss"] < self.best_val
+        if improved:
+            self.best_val, self.best_epoch = row["val_loss"], epoch
+            self.best_metrics = {k: val.get(k) for k in METRIC_KEYS if k in val}
+        row["best_epoch"] = self.best_epoch
+        self.logger.log(row)
+        self._save(epoch, row, val, improved)
+        self.progress.update(epoch=epoch, step=self.step, val_loss=row["val_loss"],
+                             message=f"{step_text(self.step, self.total_steps, None)} done, "
+                                     f"val loss {row['val_loss']:.4g}", force=True)
+        self._emit("epoch", row)
+        return row
 
 
 def train(cfg: TrainConfig, device: str | torch.device | None = None, **kw) -> dict[str, Any]:
