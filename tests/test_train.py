@@ -210,3 +210,90 @@ def test_train_step_refuses_a_nan_loss_before_stepping(tiny_config):
     with pytest.raises(DivergedError, match="NaN/Inf"):
         train_step(model, batch, **parts)
     assert all(torch.equal(a, b) for a, b in zip(before, model.parameters()))
+
+
+class FakeClock:
+    """Time advances only when a fake candidate 'runs' (seconds per call by candidate)."""
+
+    def __init__(self):
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def _fake_candidates(clock, seconds: dict, losses: dict | None = None, calls: dict | None = None):
+    def builder(name):
+        def build():
+            def run():
+                if calls is not None:
+                    calls[name] = calls.get(name, 0) + 1
+                clock.now += seconds[name]
+                return (losses or {}).get(name, 1.0)
+            return run
+        return build
+    return {name: builder(name) for name in seconds}
+
+
+def test_train_path_picks_the_fastest_measured_never_the_slowest(tmp_path):
+    from xtask_core.inference.autotune import DecisionCache
+    from xtask_core.train.train_path import decide
+
+    DecisionCache.clear_memory()
+    clock = FakeClock()
+    seconds = {"fp32": 1.0, "fp32+channels_last": 0.6, "bf16": 2.5, "bf16+channels_last": 0.3}
+    losses = {"bf16+channels_last": 1.5}  # fastest, but its loss is 50 % off fp32's: rejected
+    path = decide(_fake_candidates(clock, seconds, losses), {"what": "t1"}, cache=DecisionCache(tmp_path),
+                  clock=clock, budget_s=10.0)
+    assert path.source == "measured"
+    assert (path.precision, path.channels_last) == ("fp32", True)
+    assert "bf16+channels_last" in path.rejected and path.name != "bf16"
+    assert path.times_ms["fp32+channels_last"] == pytest.approx(600.0)
+    assert path.to_dict()["chosen"] == "fp32+channels_last"
+
+
+def test_train_path_reuses_the_cached_decision_and_remeasures_a_new_key(tmp_path):
+    from xtask_core.inference.autotune import DecisionCache
+    from xtask_core.train.train_path import decide
+
+    DecisionCache.clear_memory()
+    clock = FakeClock()
+    seconds = {"fp32": 0.5, "fp32+channels_last": 1.0}
+    calls: dict = {}
+    first = decide(_fake_candidates(clock, seconds, calls=calls), {"what": "t2", "input": [2, 3, 64, 64]},
+                   cache=DecisionCache(tmp_path), clock=clock)
+    assert first.source == "measured" and first.name == "fp32" and calls
+    DecisionCache.clear_memory()   # a new process: only the file remains
+    calls.clear()
+    again = decide(_fake_candidates(clock, seconds, calls=calls), {"what": "t2", "input": [2, 3, 64, 64]},
+                   cache=DecisionCache(tmp_path), clock=clock)
+    assert again.source == "cached" and again.name == "fp32" and calls == {}   # nothing ran
+    other = decide(_fake_candidates(clock, seconds, calls=calls), {"what": "t2", "input": [4, 3, 64, 64]},
+                   cache=DecisionCache(tmp_path), clock=clock)
+    assert other.source == "measured" and calls
+
+
+def test_train_path_as_requested_measures_nothing(tiny_config):
+    from xtask_core.train.train_path import candidate_paths
+
+    cpu = torch.device("cpu")
+    assert candidate_paths(cpu, "fp32", False) == ["fp32"]
+    assert candidate_paths(cpu, "bf16", None) == ["bf16", "bf16+channels_last"]
+    auto = candidate_paths(cpu, "auto", None)
+    assert auto[:2] == ["fp32", "fp32+channels_last"]   # the fp32 reference first
+
+
+def test_trainer_logs_the_measured_path_in_config_json(synth_root, tmp_path, monkeypatch):
+    import json
+
+    monkeypatch.setenv("XTASK_CACHE_DIR", str(tmp_path / "cache"))
+    run = tmp_path / "auto"
+    trainer = Trainer(tiny_cfg(synth_root, run, channels_last=None, precision="auto", max_steps=1))
+    chosen = json.loads((run / "config.json").read_text())["train_path"]
+    assert chosen["source"] == "measured" and chosen["chosen"] in chosen["times_ms"]
+    assert trainer.channels_last == chosen["channels_last"]
+    assert set(chosen["times_ms"]) | set(chosen["rejected"]) >= {"fp32", "fp32+channels_last"}
+    trainer.fit()
+    again = Trainer(tiny_cfg(synth_root, tmp_path / "auto2", channels_last=None, precision="auto"))
+    assert again.path_choice.source == "cached" and again.path_choice.name == chosen["chosen"]
+    again.logger.close()

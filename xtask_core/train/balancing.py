@@ -35,7 +35,8 @@ strings and the Adam state dict, so it loads with ``torch.load(weights_only=True
 """
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -132,7 +133,7 @@ class GradNormBalancer(Balancer):
     """GradNorm with two groups. ``w`` is a float32 parameter of shape (2,), order (image, label).
 
     Args:
-        alpha: restoring-force strength α (0.16 as in FACTS §2).
+        alpha: restoring-force strength α (0.16, the original code's value).
         lr: learning rate of the weights' own Adam.
     """
 

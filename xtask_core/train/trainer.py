@@ -13,7 +13,7 @@ Choices worth knowing:
   training, so a balanced total would not be comparable between epochs.
 - Validation runs every ``val_every`` epochs and always at the end of the run
   (``val_every=0``: only at the end, what a short fine-tune wants). Epochs without validation
-  still save ``last`` + the resume state.
+  save ``last`` + the resume state only when the last save is :data:`SAVE_EVERY_S` old.
 - Random state is re-seeded at the start of every epoch from ``(seed, epoch)``, so a resumed
   run shuffles and augments exactly as an uninterrupted one would, without pickling RNGs.
 - Distributed (``torchrun``, env ``WORLD_SIZE > 1``): one process per device, gloo on CPU /
@@ -60,6 +60,8 @@ __all__ = ["Trainer", "train", "evaluate", "seed_everything", "make_split", "ens
 # scalar metrics copied into metrics.csv / TensorBoard (lists like iou_per_class go to JSON only)
 METRIC_KEYS = ("pixel_acc", "miou", "miou_per_image", "abs", "abs_rel", "rmse",
                "delta1", "delta2", "delta3")
+# epochs without validation save last + resume state only when the last save is this old (s)
+SAVE_EVERY_S = 120.0
 # model config fields a checkpoint must share with the config to be loaded into it
 ARCH_FIELDS = ("enc_layers", "num_classes", "mid_features", "ttnet_features", "wider_ttnet",
                "batch_norm")
@@ -133,6 +135,8 @@ class Trainer:
         self.best_epoch = 0
         self.best_metrics: dict[str, Any] = {}
         self.init_meta: dict | None = None
+        self._last_save = time.monotonic()
+        self.saved_epoch = 0  # the epoch whose checkpoints are on disk (0: none yet)
         try:
             self._prepare_folder()
             seed_everything(cfg.seed)
@@ -279,6 +283,7 @@ class Trainer:
         if self.scaler is not None and extra.get("scaler"):
             self.scaler.load_state_dict(extra["scaler"])
         self.start_epoch = int(state["epoch"]) + 1
+        self.saved_epoch = int(state["epoch"])
         self.step = int(state["step"])
         self.best_val = float(extra.get("best_val", math.inf))
         self.best_epoch = int(extra.get("best_epoch", 0))
@@ -352,6 +357,8 @@ class Trainer:
         return meta
 
     def _save(self, epoch: int, row: dict, val: Mapping[str, Any], improved: bool) -> None:
+        self._last_save = time.monotonic()
+        self.saved_epoch = epoch
         meta = self._meta(row, val)
         if improved:
             save_checkpoint(self.run.best, self.model, meta, overwrite=True)
@@ -474,7 +481,8 @@ class Trainer:
             "channels_last": self.channels_last, "device": str(self.device),
         }
         if status == "cancelled":
-            msg = f"cancelled at step {self.step}; checkpoints are those of epoch {epochs_done}"
+            msg = (f"cancelled at step {self.step}; checkpoints are those of epoch {self.saved_epoch}"
+                   if self.saved_epoch else f"cancelled at step {self.step}; no checkpoint was saved")
         else:
             msg = (f"finished: best val loss {summary['best_val_loss']:.4g} at epoch {self.best_epoch}"
                    if summary["best_val_loss"] is not None else "finished (nothing to do)")
@@ -486,9 +494,11 @@ class Trainer:
                    show_bar: bool) -> dict | None:
         """Rank 0 after an epoch: validate (when due), log the row, save; the row or None."""
         cfg = self.cfg
-        if not validate:  # keep --resume exact without paying for a validation pass
-            meta_row = {"epoch": epoch, "train_loss": train_means[0]}
-            self._save(epoch, meta_row, {}, improved=False)
+        if not validate:
+            # no validation pass; save for --resume only when the last save is a while ago, so a
+            # short run (a fine-tune) writes its checkpoints once, at the end
+            if time.monotonic() - self._last_save >= SAVE_EVERY_S:
+                self._save(epoch, {"epoch": epoch, "train_loss": train_means[0]}, {}, improved=False)
             return None
         self.progress.update(message=f"validating after step {self.step}", force=True)
         val = evaluate(self.model, self.val_loader, num_classes=cfg.num_classes,
