@@ -48,7 +48,7 @@ from xtask_core.train.balancing import balancer_kind, make_balancer
 from xtask_core.train.data import SYNTH_DEFAULT, ensure_synthetic, make_loader, make_split, synthetic_has_data
 from xtask_core.train.losses import XTaskLoss
 from xtask_core.train.run_dir import ProgressFile, RunDir, has_checkpoints, read_progress, step_text
-from xtask_core.train.runlog import RunLogger
+from xtask_core.train.runlog import RunLogger, preload_tensorboard
 from xtask_core.train.step import LOSS_KEYS, STEP_KEYS, DivergedError, train_step
 from xtask_core.train.train_path import choose_train_path
 from xtask_core.train.validate import evaluate, progress_bar, tqdm_enabled
@@ -124,6 +124,8 @@ class Trainer:
         self.rank = self._init_distributed()
         self.is_main = self.rank == 0
         self.progress = ProgressFile(self.run.progress, enabled=self.is_main)
+        if self.is_main:
+            preload_tensorboard()  # its ~2.4 s import overlaps the set-up instead of the first step
         # Set once the folder check passed: until then the folder may be someone else's run,
         # and a refused start must not write its "failed" status into that run's progress.json.
         self._claimed = False
