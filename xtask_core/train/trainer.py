@@ -27,11 +27,13 @@ from __future__ import annotations
 
 import math
 import os
+import random
 import time
 from collections.abc import Callable, Iterable, Mapping
 from datetime import timedelta
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
@@ -73,10 +75,6 @@ def _dist_on() -> bool:
 
 def seed_everything(seed: int) -> None:
     """Seed python, numpy and torch (CPU + CUDA) from one integer."""
-    import random
-
-    import numpy as np
-
     random.seed(seed)
     np.random.seed(seed % (2 ** 32))
     torch.manual_seed(seed)
