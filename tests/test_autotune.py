@@ -176,7 +176,8 @@ def test_predictor_uses_the_cache_and_remeasures_a_changed_key(tiny, counting_ch
     assert p.route.name == "pending"  # construction measured nothing
     p.forward(x)
     assert len(counting_choose) == 1 and p.route.name == "folded" and p.route.source == "measured"
-    assert counting_choose[0][0] == "channels_last" and "eager" in counting_choose[0]
+    # the plain fp32 candidates are always offered (bf16 ones too, on a CPU with bf16 units)
+    assert {"eager", "folded", "channels_last"} <= set(counting_choose[0])
     p.forward(x)
     DecisionCache.clear_memory()  # as in a new process: the decision comes from the file
     q = Predictor(tiny, device="cpu", cache_dir=tmp_path)
