@@ -13,6 +13,7 @@ import torch
 from xtask_core import checkpoint as ck
 from xtask_core.config import ModelConfig, TrainConfig
 from xtask_core.errors import XTaskError
+from xtask_core.io.tensorfile import pickle_globals
 from xtask_core.model import XTaskNet
 
 
@@ -262,9 +263,9 @@ def test_pickle_scan_names_stack_global_through_memo():
     # module fetches the module string back with BINGET
     data = pickle.dumps([os.system, os.getcwd, os.system], protocol=4)
     mod = os.system.__module__
-    assert ck._pickle_globals(data) == [f"{mod}.system", f"{mod}.getcwd"]
+    assert pickle_globals(data) == [f"{mod}.system", f"{mod}.getcwd"]
     # and nothing is unpickled: garbage after a valid prefix just ends the scan
-    assert ck._pickle_globals(data[:-5] + b"\xff\xfe") == [f"{mod}.system", f"{mod}.getcwd"]
+    assert pickle_globals(data[:-5] + b"\xff\xfe") == [f"{mod}.system", f"{mod}.getcwd"]
 
 
 def test_whole_model_pickle_refused(tmp_path, tiny_model):
@@ -316,7 +317,7 @@ def test_missing_file_and_directory(tmp_path):
 def test_size_cap_checked_before_reading(tmp_path, tiny_model, monkeypatch):
     path = ck.save_checkpoint(tmp_path / "m.safetensors", tiny_model)
     calls = []
-    monkeypatch.setattr(ck, "_sniff", lambda p: calls.append(p) or "safetensors")
+    monkeypatch.setattr(ck, "sniff", lambda p: calls.append(p) or "safetensors")
     with pytest.raises(XTaskError, match="over the .* limit"):
         ck.load_checkpoint(path, "cpu", max_bytes=1000)
     assert calls == []  # refused before opening the file
@@ -361,7 +362,8 @@ def test_nan_inf_weights_named(tmp_path, tiny_model, bad):
     sd["decoder_segmt.conv6.0.weight"][0, 0] = bad
     sd["trans_s2d.final_conv.weight"] = torch.full_like(sd["trans_s2d.final_conv.weight"], bad)
     torch.save(sd, tmp_path / "nan.pth")
-    with pytest.raises(XTaskError, match="2 tensor.*NaN or Inf.*decoder_segmt.conv6.0.weight.*trans_s2d.final_conv.weight") as err:
+    with pytest.raises(XTaskError, match="2 tensor.*NaN or Inf.*decoder_segmt.conv6.0.weight"
+                       ".*trans_s2d.final_conv.weight") as err:
         ck.load_checkpoint(tmp_path / "nan.pth", "cpu")
     _one_line(err)
 

@@ -14,69 +14,52 @@ Formats read by :func:`load_checkpoint` (detected from the file's first bytes, n
 - ``train-state``: our ``last.pt`` training state (dict with ``"model"`` and ``"config"``).
 - a bare ``.safetensors`` state dict in the original key layout (no metadata) is read as ``xtask-mt``.
 
-Security: pickles are only ever read through ``torch.load(weights_only=True)``; before that,
-the pickle's opcodes are scanned (without executing anything) and a file that imports anything
-outside ``torch.*`` / ``collections.OrderedDict`` is refused, naming what it tried to import.
-There is no unsafe fallback. Every user-fixable problem raises a one-line :class:`XTaskError`.
+Reading bytes safely (size cap, format sniffing, pickle-global scan, ``weights_only`` loads)
+lives in :mod:`xtask_core.io.tensorfile`; this module adds what is specific to XTaskNet:
+the header metadata, config inference, strict key/shape checks and NaN/Inf refusal.
+Every user-fixable problem raises a one-line :class:`XTaskError`.
 """
 from __future__ import annotations
 
-import io
+import colorsys
 import json
 import os
-import pickletools
-import re
-import struct
-import warnings
-import zipfile
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any
 
 import torch
+from safetensors.torch import save as st_save
 
 from xtask_core.config import DATASET_DEFAULTS, ModelConfig
+from xtask_core.data import labels
 from xtask_core.device import default_device
 from xtask_core.errors import XTaskError
 from xtask_core.io.atomic import atomic_path
+from xtask_core.io.tensorfile import (
+    DEFAULT_MAX_BYTES,
+    check_file_size,
+    describe_key_mismatch,
+    read_safetensors,
+    read_tensor_file,
+    short_list,
+    sniff,
+    strip_module_prefix,
+    torch_load_safe,
+)
+from xtask_core.model import XTaskNet
+from xtask_core.model.encoder import BLOCK_COUNTS
 
 FORMAT = "xtask/1"
 TRAIN_STATE_FORMAT = "xtask-train/1"
-DEFAULT_MAX_BYTES = 2 * 1024 ** 3  # 2 GB: ResNet152 in fp32 is ~0.3 GB; larger is not ours
-_SHOW = 5  # how many names an error message lists before "and N more"
-
-# Globals a plain tensor pickle may import; torch's weights_only unpickler is the real gate,
-# this list only decides what we refuse before handing the file to it at all.
-_BENIGN_GLOBAL_PREFIXES = ("torch.", "collections.OrderedDict", "_codecs.encode", "__builtin__.set",
-                           "builtins.set", "builtins.frozenset", "builtins.slice")
+# Re-exported: callers and tests read these through the checkpoint module too.
+__all__ = ["FORMAT", "TRAIN_STATE_FORMAT", "DEFAULT_MAX_BYTES", "Loaded", "default_meta",
+           "save_checkpoint", "load_checkpoint", "infer_config", "save_train_state",
+           "load_train_state", "describe", "read_tensor_file", "describe_key_mismatch"]
 
 
 # --------------------------------------------------------------------------- small helpers
-def _names(items: Iterable[str], show: int = _SHOW) -> str:
-    """'a, b, c and 7 more' — keeps error messages to one readable line."""
-    items = list(items)
-    head = ", ".join(items[:show])
-    return head + (f" and {len(items) - show} more" if len(items) > show else "")
-
-
-def describe_key_mismatch(expected: Mapping[str, torch.Tensor],
-                          actual: Mapping[str, torch.Tensor]) -> str:
-    """Compare two state dicts by key and shape; '' if they match, else a one-line summary
-    naming missing, unexpected and mis-shaped keys (a few each, then 'and N more')."""
-    missing = [k for k in expected if k not in actual]
-    unexpected = [k for k in actual if k not in expected]
-    shaped = [f"{k} {tuple(actual[k].shape)} vs expected {tuple(expected[k].shape)}"
-              for k in expected if k in actual and tuple(actual[k].shape) != tuple(expected[k].shape)]
-    parts = []
-    if missing:
-        parts.append(f"{len(missing)} missing key(s): {_names(missing)}")
-    if unexpected:
-        parts.append(f"{len(unexpected)} unexpected key(s): {_names(unexpected)}")
-    if shaped:
-        parts.append(f"{len(shaped)} mis-shaped tensor(s): {_names(shaped, 3)}")
-    return "; ".join(parts)
-
-
 def _is_finite(v: torch.Tensor) -> bool:
     # A plain sum is ~15x cheaper than an elementwise isfinite mask: any NaN/Inf element makes
     # the sum NaN/Inf, so a finite sum proves the tensor finite. Only a non-finite sum (which
@@ -89,7 +72,7 @@ def _is_finite(v: torch.Tensor) -> bool:
 def _check_finite(state: Mapping[str, torch.Tensor], where: str) -> None:
     bad = [k for k, v in state.items() if not _is_finite(v)]
     if bad:
-        raise XTaskError(f"{where}: {len(bad)} tensor(s) contain NaN or Inf: {_names(bad)}; "
+        raise XTaskError(f"{where}: {len(bad)} tensor(s) contain NaN or Inf: {short_list(bad)}; "
                          "the weights are broken (diverged training?)")
 
 
@@ -104,173 +87,6 @@ def _json_default(obj: Any):
     raise TypeError(f"{type(obj).__name__} is not JSON serialisable")
 
 
-def _check_file(path: Path, max_bytes: int) -> int:
-    if not path.exists():
-        raise XTaskError(f"checkpoint not found: {path}")
-    if not path.is_file():
-        raise XTaskError(f"not a file: {path}")
-    size = path.stat().st_size
-    if size == 0:
-        raise XTaskError(f"{path.name} is empty (0 bytes): the save was probably interrupted")
-    if size > max_bytes:
-        raise XTaskError(f"{path.name} is {size / 1e9:.2f} GB, over the {max_bytes / 1e9:.2f} GB limit "
-                         "for a checkpoint; pass a larger max_bytes if you trust it")
-    return size
-
-
-def _sniff(path: Path) -> str:
-    """'safetensors' | 'zip' (torch.save) | 'pickle' (legacy torch.save or raw pickle) | 'unknown'."""
-    with open(path, "rb") as fh:
-        head = fh.read(9)
-    if head[:4] == b"PK\x03\x04":
-        return "zip"
-    if len(head) >= 9:
-        (n,) = struct.unpack("<Q", head[:8])
-        # header length + JSON start; a length beyond the file end is a truncated safetensors
-        if 2 <= n <= 100 * 1024 * 1024 and head[8:9] == b"{":
-            return "safetensors"
-    if head[:1] == b"\x80":  # pickle PROTO opcode
-        return "pickle"
-    return "unknown"
-
-
-# --------------------------------------------------------------------------- pickle scanning
-def _pickle_globals(data: bytes, max_pickles: int = 4) -> list[str]:
-    """List ``module.name`` of every GLOBAL / STACK_GLOBAL / INST in up to ``max_pickles``
-    consecutive pickles of ``data``, without unpickling anything (opcode walk only).
-
-    STACK_GLOBAL takes its names from the stack, so recent string pushes and memo entries are
-    tracked; that covers how pickle writes them. Stops quietly at the first malformed opcode.
-    """
-    found: list[str] = []
-    stream = io.BytesIO(data)
-    for _ in range(max_pickles):
-        if stream.tell() >= len(data):
-            break
-        strings: list[str] = []
-        memo: dict[int, str] = {}
-        memo_n = 0  # MEMOIZE numbers every memoised object, strings or not
-        last: str | None = None
-        try:
-            for op, arg, _pos in pickletools.genops(stream):
-                name = op.name
-                if name in ("GLOBAL", "INST"):
-                    found.append(str(arg).replace(" ", "."))
-                elif name == "STACK_GLOBAL":
-                    if len(strings) >= 2:
-                        found.append(f"{strings[-2]}.{strings[-1]}")
-                    else:
-                        found.append("<unknown>")
-                elif name in ("SHORT_BINUNICODE", "BINUNICODE", "BINUNICODE8", "UNICODE",
-                              "SHORT_BINSTRING", "BINSTRING", "STRING"):
-                    last = str(arg)
-                    strings.append(last)
-                    continue
-                elif name == "MEMOIZE":
-                    if last is not None:
-                        memo[memo_n] = last
-                    memo_n += 1
-                elif name in ("BINPUT", "LONG_BINPUT", "PUT") and last is not None:
-                    memo[int(arg)] = last
-                elif name in ("BINGET", "LONG_BINGET", "GET") and int(arg) in memo:
-                    last = memo[int(arg)]
-                    strings.append(last)
-                    continue
-                elif name == "STOP":
-                    break
-                if name not in ("MEMOIZE", "BINPUT", "LONG_BINPUT", "PUT"):
-                    last = None
-        except Exception:  # malformed or non-pickle bytes: report what was seen so far
-            break
-    return found
-
-
-def _zip_pickle_bytes(path: Path) -> bytes:
-    """The ``data.pkl`` member of a torch.save zip archive (the object pickle)."""
-    try:
-        with zipfile.ZipFile(path) as zf:
-            names = [n for n in zf.namelist() if n.endswith("data.pkl")]
-            if not names:
-                raise XTaskError(f"{path.name}: zip archive without data.pkl, not a torch checkpoint")
-            with zf.open(names[0]) as fh:
-                return fh.read(64 * 1024 * 1024)
-    except XTaskError:
-        raise
-    except (zipfile.BadZipFile, OSError, EOFError, ValueError) as err:
-        raise XTaskError(f"{path.name} is truncated or corrupt (bad zip archive: {err})") from None
-
-
-def _refuse_unsafe_globals(path: Path, kind: str) -> None:
-    """Raise before unpickling if the pickle imports anything but plain-tensor machinery."""
-    if kind == "zip":
-        data = _zip_pickle_bytes(path)
-    else:
-        with open(path, "rb") as fh:
-            data = fh.read(64 * 1024 * 1024)
-    globs = list(dict.fromkeys(_pickle_globals(data)))  # unique, in order of appearance
-    unsafe = [g for g in globs if not g.startswith(_BENIGN_GLOBAL_PREFIXES)]
-    if any(g.startswith(("torch.nn.modules.", "xtask_core.")) for g in globs):
-        # torch.save(model): module classes (and the user's own model class) in the pickle
-        shown = [g for g in unsafe if not g.startswith("torch.")] + \
-                [g for g in globs if g.startswith("torch.nn.modules.")]
-        raise XTaskError(f"{path.name} is a pickled whole model (imports {_names(shown, 3)}), which cannot "
-                         "be loaded safely and was not; re-save it with torch.save(model.state_dict(), path)")
-    if unsafe:
-        raise XTaskError(f"refusing to load {path.name}: its pickle imports {_names(unsafe)}, "
-                         "not just tensors (possibly malicious); nothing was executed")
-
-
-def _torch_load_safe(path: Path, kind: str) -> Any:
-    """torch.load with weights_only=True, never anything else; errors become one-line XTaskErrors."""
-    _refuse_unsafe_globals(path, kind)
-    try:
-        with warnings.catch_warnings():  # torch warns about old pickle protocols; errors speak for us
-            warnings.simplefilter("ignore")
-            return torch.load(path, map_location="cpu", weights_only=True)
-    except XTaskError:
-        raise
-    except Exception as err:  # noqa: BLE001 - every failure mode of a bad file maps to one message
-        msg = str(err)
-        glob = re.search(r"GLOBAL ([\w.]+)", msg)
-        if glob:
-            raise XTaskError(f"refusing to load {path.name}: its pickle imports {glob.group(1)}, "
-                             "not just tensors; nothing was executed") from None
-        reason = "truncated" if any(w in msg.lower() for w in ("eof", "truncat", "failed reading")) \
-            else "corrupt or not a torch checkpoint"
-        # torch's message is many lines of advice; keep the one line that says what broke
-        boiler = ("weights only load failed", "check the documentation", "please file an issue",
-                  "in pytorch 2.6", "re-running")
-        lines = [ln.strip() for ln in msg.splitlines()
-                 if ln.strip() and not ln.strip().lower().startswith(boiler)]
-        detail = (lines[0] if lines else type(err).__name__)[:120]
-        raise XTaskError(f"{path.name} is {reason} ({detail})") from None
-
-
-def _read_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
-    from safetensors import safe_open
-
-    try:
-        with safe_open(str(path), framework="pt", device="cpu") as fh:
-            metadata = fh.metadata() or {}
-            tensors = {k: fh.get_tensor(k) for k in fh.keys()}
-    except Exception as err:  # SafetensorError, OSError, ...: truncated or corrupt
-        raise XTaskError(f"{path.name} is a truncated or corrupt .safetensors file ({str(err)[:120]})") from None
-    return tensors, metadata
-
-
-def read_tensor_file(path: str | os.PathLike, max_bytes: int = DEFAULT_MAX_BYTES) -> Any:
-    """Safely read a tensor file: ``.safetensors`` → dict of tensors; torch pickle → the object
-    (through ``weights_only=True`` after a global scan). Raises XTaskError on anything bad."""
-    path = Path(path)
-    _check_file(path, max_bytes)
-    kind = _sniff(path)
-    if kind == "safetensors":
-        return _read_safetensors(path)[0]
-    if kind in ("zip", "pickle"):
-        return _torch_load_safe(path, kind)
-    raise XTaskError(f"{path.name} is not a checkpoint (neither .safetensors nor a torch.save file)")
-
-
 # --------------------------------------------------------------------------- meta
 def _guess_dataset(num_classes: int) -> str:
     if num_classes == 13:
@@ -282,8 +98,6 @@ def _guess_dataset(num_classes: int) -> str:
 
 def _generic_palette(n: int) -> list[list[int]]:
     """Distinct colours by golden-ratio hue steps, for class counts without a known table."""
-    import colorsys
-
     return [[int(round(255 * c)) for c in colorsys.hsv_to_rgb((i * 0.618034) % 1.0, 0.65, 0.95)]
             for i in range(n)]
 
@@ -299,12 +113,10 @@ def default_meta(num_classes: int, dataset: str | None = None) -> dict:
     names: list[str] | None = None
     colours: list | None = None
     try:
-        from xtask_core.data import labels
-
         names = [str(n) for n in labels.class_names(dataset, num_classes)]
         colours = [[int(c) for c in rgb] for rgb in labels.palette(dataset, num_classes)]
-    except (ImportError, AttributeError, XTaskError, KeyError, ValueError):
-        pass  # unknown table (or labels not importable): generic names below
+    except XTaskError:
+        pass  # no table for this (dataset, class count): generic names below
     if not names or len(names) != num_classes:
         names = [f"class {i}" for i in range(num_classes)]
     if not colours or len(colours) != num_classes:
@@ -376,8 +188,6 @@ def save_checkpoint(path: str | os.PathLike, model: torch.nn.Module, meta: Mappi
                   "dtype": "float16" if half else "float32"}
     except (TypeError, ValueError) as err:
         raise XTaskError(f"checkpoint meta is not JSON-serialisable: {err}") from None
-    from safetensors.torch import save as st_save
-
     blob = st_save(state, metadata=header)
     with atomic_path(path, overwrite=overwrite) as tmp:
         with open(tmp, "wb") as fh:
@@ -388,12 +198,6 @@ def save_checkpoint(path: str | os.PathLike, model: torch.nn.Module, meta: Mappi
 
 
 # --------------------------------------------------------------------------- config inference
-def _strip_module(state: Mapping[str, Any]) -> dict[str, Any]:
-    if state and all(k.startswith("module.") for k in state):
-        return {k[len("module."):]: v for k, v in state.items()}
-    return dict(state)
-
-
 def infer_config(state: Mapping[str, torch.Tensor]) -> ModelConfig:
     """Read an original-layout state dict's architecture off its keys and shapes.
 
@@ -406,18 +210,16 @@ def infer_config(state: Mapping[str, torch.Tensor]) -> ModelConfig:
       f = 128 is the original ``wider_ttnet`` (64 × 2).
     - height/width: not stored in weights; the dataset defaults for that class count.
     """
-    from xtask_core.model.encoder import BLOCK_COUNTS
-
     need = ["decoder_segmt.conv6.0.weight", "decoder_segmt.conv1.conv1.0.weight",
             "trans_s2d.enc1.double_conv.0.conv.0.weight", "pretrained_encoder.layer0.0.weight"]
     missing = [k for k in need if k not in state]
     if missing:
         prefixes = sorted({k.split(".")[0] for k in state})
-        raise XTaskError(f"not an xtask / xtask_mt model state dict: missing {_names(missing, 2)} "
-                         f"(top-level names found: {_names(prefixes)})")
+        raise XTaskError(f"not an xtask / xtask_mt model state dict: missing {short_list(missing, 2)} "
+                         f"(top-level names found: {short_list(prefixes)})")
     blocks = []
-    for stage, prefix in enumerate(("pretrained_encoder.layer1.1.", "pretrained_encoder.layer2.",
-                                    "pretrained_encoder.layer3.", "pretrained_encoder.layer4.")):
+    for prefix in ("pretrained_encoder.layer1.1.", "pretrained_encoder.layer2.",
+                   "pretrained_encoder.layer3.", "pretrained_encoder.layer4."):
         idx = {int(k[len(prefix):].split(".")[0]) for k in state
                if k.startswith(prefix) and k[len(prefix):].split(".")[0].isdigit()}
         blocks.append(max(idx) + 1 if idx else 0)
@@ -445,11 +247,9 @@ def infer_config(state: Mapping[str, torch.Tensor]) -> ModelConfig:
 
 # --------------------------------------------------------------------------- loading
 def _build_and_load(config: ModelConfig, state: Mapping[str, Any], where: str) -> torch.nn.Module:
-    from xtask_core.model import XTaskNet
-
     not_tensors = [k for k, v in state.items() if not isinstance(v, torch.Tensor)]
     if not_tensors:
-        raise XTaskError(f"{where}: entries that are not tensors: {_names(not_tensors)}")
+        raise XTaskError(f"{where}: entries that are not tensors: {short_list(not_tensors)}")
     _check_finite(state, where)
     # Build on the meta device (no memory, no random init: loading a ResNet152 would otherwise
     # spend seconds initialising weights it then overwrites) and adopt the loaded tensors.
@@ -491,11 +291,11 @@ def load_checkpoint(path: str | os.PathLike, device: str | torch.device | None =
     """
     path = Path(path)
     dev = default_device(device)
-    _check_file(path, max_bytes)
-    kind = _sniff(path)
+    check_file_size(path, max_bytes)
+    kind = sniff(path)
     where = path.name
     if kind == "safetensors":
-        state, header = _read_safetensors(path)
+        state, header = read_safetensors(path)
         if header.get("format") == FORMAT:
             config = _config_from(header.get("config"), where)
             try:
@@ -507,19 +307,19 @@ def load_checkpoint(path: str | os.PathLike, device: str | torch.device | None =
             raise XTaskError(f"{where}: unsupported checkpoint format {header['format']!r} "
                              f"(this xtask reads {FORMAT})")
         else:  # a bare state dict converted to safetensors: treat as the original layout
-            state = _strip_module(state)
+            state = strip_module_prefix(state)
             config = infer_config(state)
             meta = default_meta(config.num_classes)
             source = "xtask-mt"
     elif kind in ("zip", "pickle"):
-        obj = _torch_load_safe(path, kind)
+        obj = torch_load_safe(path, kind)
         if not isinstance(obj, Mapping):
             raise XTaskError(f"{where} holds a {type(obj).__name__}, not a state dict")
         if "model" in obj and "config" in obj:  # our training state
             state = obj["model"]
             if not isinstance(state, Mapping):
                 raise XTaskError(f"{where}: training state's 'model' entry is not a state dict")
-            state = _strip_module(state)
+            state = strip_module_prefix(state)
             config = _config_from(obj["config"], where)
             meta = obj.get("meta") if isinstance(obj.get("meta"), Mapping) else default_meta(config.num_classes)
             meta = dict(meta)
@@ -529,7 +329,7 @@ def load_checkpoint(path: str | os.PathLike, device: str | torch.device | None =
         else:
             if "state_dict" in obj and isinstance(obj["state_dict"], Mapping):
                 obj = obj["state_dict"]  # a common wrapper around a plain state dict
-            state = _strip_module(obj)
+            state = strip_module_prefix(obj)
             config = infer_config(state)
             meta = default_meta(config.num_classes)
             meta["name"] = path.parent.parent.name if path.parent.name == "model" else path.stem

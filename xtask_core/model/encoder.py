@@ -27,6 +27,7 @@ from torchvision import models
 
 from xtask_core.config import ENC_LAYERS
 from xtask_core.errors import XTaskError
+from xtask_core.io.tensorfile import describe_key_mismatch, read_tensor_file, strip_module_prefix
 
 # Registry: depth -> torchvision constructor (always called with weights=None).
 RESNETS = {
@@ -58,18 +59,11 @@ def load_pretrained_resnet(resnet: nn.Module, path: str | os.PathLike) -> None:
     ``module.`` prefix is stripped). The classifier (``fc.*``) is optional and ignored. Any other
     missing, unexpected or mis-shaped key raises :class:`XTaskError` naming the keys.
     """
-    from xtask_core.checkpoint import (  # lazy: checkpoint imports model
-        describe_key_mismatch,
-        read_tensor_file,
-    )
-
     path = Path(path)
     state = read_tensor_file(path)
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise XTaskError(f"{path.name}: pretrained encoder file must hold a ResNet state dict of tensors")
-    if state and all(k.startswith("module.") for k in state):
-        state = {k[len("module."):]: v for k, v in state.items()}
-    state = {k: v for k, v in state.items() if not k.startswith("fc.")}
+    state = {k: v for k, v in strip_module_prefix(state).items() if not k.startswith("fc.")}
     expected = {k: v for k, v in resnet.state_dict().items() if not k.startswith("fc.")}
     problem = describe_key_mismatch(expected, state)
     if problem:
