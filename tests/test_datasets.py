@@ -90,7 +90,8 @@ def test_cityscapes_reads_tree(tmp_path):
         assert torch.equal(item["depth_mask"][0], (dep > 0).float())
         # image normalisation: red channel is constant 200
         red = 200 / 255
-        assert torch.allclose(item["image"][0], torch.full((8, 16), (red - IMAGENET_MEAN[0]) / IMAGENET_STD[0]), atol=1e-5)
+        want = torch.full((8, 16), (red - IMAGENET_MEAN[0]) / IMAGENET_STD[0])
+        assert torch.allclose(item["image"][0], want, atol=1e-5)
     assert len(CityscapesDataset(root, "val", limit=1)) == 1
 
 

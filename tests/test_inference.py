@@ -190,7 +190,6 @@ def test_fast_path_agrees_with_fp32(bn_model_default, path):
         with torch.autocast("cpu", dtype=torch.bfloat16):
             auto = bn_model(x)
     from xtask_core.inference.fastpath import fusion_available
-
     from xtask_core.inference.precision import cpu_has_native_bf16
 
     if "fused" in path and not fusion_available():

@@ -22,7 +22,8 @@ Also: input corruptions for the teaching page (:data:`CORRUPTIONS`, :func:`corru
 """
 from __future__ import annotations
 
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd

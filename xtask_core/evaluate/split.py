@@ -13,7 +13,8 @@ It returns the keys of :func:`xtask_core.train.trainer.evaluate`: every key of
 """
 from __future__ import annotations
 
-from typing import Any, Callable, Iterator, Mapping, MutableMapping
+from collections.abc import Callable, Iterator, Mapping, MutableMapping
+from typing import Any
 
 import torch
 from torch import nn

@@ -6,8 +6,8 @@ import os
 import re
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 from xtask_core.errors import XTaskError
 
@@ -90,8 +90,8 @@ def atomic_path(path: str | os.PathLike, overwrite: bool = True) -> Iterator[Pat
 
     A crash or exception leaves ``path`` untouched and removes the temporary file, so a
     reader never sees a half-written file. (A SIGKILL cannot run that clean-up: the hidden
-    ``.<name>.<random>.tmp`` stays until :func:`remove_stale_tmp` deletes it.) With ``overwrite=False`` an existing ``path``
-    is refused before anything is written.
+    ``.<name>.<random>.tmp`` stays until :func:`remove_stale_tmp` deletes it.) With ``overwrite=False`` an
+    existing ``path`` is refused before anything is written.
     """
     path = check_output_file(path)
     if not overwrite and path.exists():

@@ -64,14 +64,14 @@ import os
 import re
 import struct
 from pathlib import Path
-from typing import BinaryIO, Union
+from typing import BinaryIO
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from xtask_core.errors import XTaskError
 
-ImageSource = Union[str, os.PathLike, bytes, bytearray, memoryview, BinaryIO]
+ImageSource = str | os.PathLike | bytes | bytearray | memoryview | BinaryIO
 
 # Plugins Image.open may try. Raster formats with plain decoders only (no EPS/PS, which
 # shells out to Ghostscript; no exotic rarely-audited plugins).

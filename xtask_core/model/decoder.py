@@ -7,7 +7,7 @@ climbs /32 → /16 → /8 → /4 → /2 → /1. ``conv6`` is a bias-free 1×1 co
 """
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F

@@ -17,7 +17,7 @@ the "with skip connection" variant the original trains; its parameter names are 
 """
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F

@@ -51,7 +51,7 @@ class XTaskNet(nn.Module):
         self.trans_d2s = TaskTransferNet(1, c, tw, config.batch_norm, log_softmax_input=False)
 
     @classmethod
-    def from_config(cls, config: ModelConfig, pretrained_path=None) -> "XTaskNet":
+    def from_config(cls, config: ModelConfig, pretrained_path=None) -> XTaskNet:
         return cls(config, pretrained_path)
 
     def num_parameters(self) -> int:

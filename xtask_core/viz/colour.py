@@ -13,7 +13,7 @@ colour scales by :func:`plotly_colorscale`, so a PNG download and an interactive
 from __future__ import annotations
 
 import functools
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
@@ -46,7 +46,7 @@ COLORMAPS: dict[str, Callable[[], np.ndarray]] = {
 }
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _lut_cached(name: str) -> np.ndarray:
     lut = COLORMAPS[name]()
     lut.setflags(write=False)   # shared between callers: make accidental edits fail loudly

@@ -15,7 +15,8 @@ would otherwise be tens of MB of JSON sent to the browser. Axis coordinates stay
 from __future__ import annotations
 
 import math
-from typing import Any, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
