@@ -1,4 +1,9 @@
-"""Procedural street scenes: the product's default data (DESIGN §3). SYNTHETIC, not real photos.
+"""Procedural street scenes: the product's default data. SYNTHETIC, not real photos.
+
+Cityscapes itself cannot be downloaded or shipped with xtask, so the default data is rendered:
+a street under a sky with a road, sidewalks, building facades, poles, signs, vegetation, people
+and vehicles, written in the Cityscapes directory layout so that the same loader, class
+mappings, masks and metrics run on it, and real Cityscapes is a drop-in replacement.
 
 Each scene is laid out from a seeded ``np.random.Generator`` (no global state) and rendered by
 geometry with a pinhole camera: every pixel's ray is intersected with the ground plane, with
@@ -10,7 +15,7 @@ segmentation are consistent by construction.
 World frame: x to the right, y up, z along the street (forward). Camera frame: x right, y down,
 z forward; a ray is parameterised with camera-z = 1, so the hit parameter *is* the camera depth Z.
 
-Outputs follow Cityscapes conventions (FACTS §4):
+Outputs follow the Cityscapes conventions:
 - labels are raw Cityscapes ids (road 7, sidewalk 8, building 11, wall 12, fence 13, pole 17,
   traffic light 19, traffic sign 20, vegetation 21, terrain 22, sky 23, person 24, rider 25,
   car 26, truck 27, bus 28, bicycle 33);
@@ -21,222 +26,43 @@ Outputs follow Cityscapes conventions (FACTS §4):
   (p-1)/256², the 0.4922 clip and :func:`~xtask_core.data.cityscapes.disparity_to_metres` mean
   the same on synthetic and real data. Depth is clipped to :data:`MAX_RANGE` metres.
   The only pixels with p = 0 are sky.
+
+The layout, ground, sky and buildings live here; road users in
+:mod:`~xtask_core.data.synthetic.street_agents`; the ray caster in
+:mod:`~xtask_core.data.synthetic.canvas`.
 """
 from __future__ import annotations
 
 import math
-import os
-import time
-from pathlib import Path
-from typing import Callable
+from collections.abc import Callable
 
 import cv2
 import numpy as np
 
-from ..errors import XTaskError
-
-FX_2048 = 2262.52          # Cityscapes focal length (px at 2048 width)
-BASELINE = 0.209313        # Cityscapes stereo baseline (m)
-MAX_RANGE = 300.0          # m; farther hits (ground near the horizon) are clipped to this depth
-MIN_RANGE = 2.0            # m; keeps p = disparity·256+1 inside uint16
-CITY = "synthtown"
-SPLIT_CODES = {"train": 0, "val": 1, "test": 2}
-
-# raw Cityscapes ids used here
-ROAD, SIDEWALK, BUILDING, WALL, FENCE, POLE = 7, 8, 11, 12, 13, 17
-LIGHT, SIGN, VEG, TERRAIN, SKY, PERSON, RIDER = 19, 20, 21, 22, 23, 24, 25
-CAR, TRUCK, BUS, BICYCLE = 26, 27, 28, 33
-GENERATED_IDS = (ROAD, SIDEWALK, BUILDING, WALL, FENCE, POLE, LIGHT, SIGN, VEG, TERRAIN, SKY,
-                 PERSON, RIDER, CAR, TRUCK, BUS, BICYCLE)
-
-
-# ----------------------------------------------------------------------------- helpers
-def _noise_tile(rng: np.random.Generator, size: int = 128, smooth: float = 3.0) -> np.ndarray:
-    """Periodic (tileable) smooth noise, size×size float32 with zero mean and unit std.
-
-    White noise low-passed in the Fourier domain, so the tile wraps seamlessly.
-    """
-    f = np.fft.fftfreq(size)
-    r2 = f[:, None] ** 2 + f[None, :] ** 2
-    spec = np.fft.fft2(rng.standard_normal((size, size))) * np.exp(-r2 * (smooth * np.pi) ** 2 * 2)
-    t = np.real(np.fft.ifft2(spec))
-    return ((t - t.mean()) / (t.std() + 1e-8)).astype(np.float32)
-
-
-def _sample(tile: np.ndarray, u: np.ndarray, v: np.ndarray) -> np.ndarray:
-    """Nearest lookup of a power-of-two tile at continuous texel coordinates (wraps)."""
-    m = tile.shape[0] - 1
-    return tile[v.astype(np.int32) & m, u.astype(np.int32) & m]
-
-
-def _hash01(a: np.ndarray, b: np.ndarray, seed: int) -> np.ndarray:
-    """Deterministic pseudo-random value in [0, 1) per integer pair (window tints etc.)."""
-    h = (a.astype(np.int64) * 374761393 + b.astype(np.int64) * 668265263 + seed * 2246822519) & 0xFFFFFFFF
-    h = ((h ^ (h >> 13)) * 1274126177) & 0xFFFFFFFF
-    return ((h ^ (h >> 16)) & 0xFFFF).astype(np.float32) / 65536.0
-
-
-def _frac(x: np.ndarray) -> np.ndarray:
-    return x - np.floor(x)
-
-
-def _col(rgb) -> np.ndarray:
-    return np.asarray(rgb, dtype=np.float32) / 255.0
-
-
-def _const(color) -> Callable:
-    c = _col(color) if max(color) > 1.0 else np.asarray(color, dtype=np.float32)
-    return lambda P, n: np.broadcast_to(c, (P.shape[1], 3))
-
-
-# ----------------------------------------------------------------------------- camera + canvas
-class _Canvas:
-    """Per-pixel rays of one pinhole camera plus colour / label / depth buffers."""
-
-    def __init__(self, h, w, origin, yaw, pitch, roll, sun, sun_int, ambient):
-        self.h, self.w = h, w
-        self.fx = self.fy = FX_2048 * w / 2048.0
-        self.cx, self.cy = w / 2.0, h / 2.0
-        cy_, sy_ = math.cos(yaw), math.sin(yaw)
-        cp, sp = math.cos(pitch), math.sin(pitch)
-        cr, sr = math.cos(roll), math.sin(roll)
-        flip = np.diag([1.0, -1.0, 1.0])                                   # camera y down → world y up
-        r_roll = np.array([[cr, -sr, 0], [sr, cr, 0], [0, 0, 1.0]])
-        r_pitch = np.array([[1.0, 0, 0], [0, cp, -sp], [0, sp, cp]])       # pitch > 0 looks down
-        r_yaw = np.array([[cy_, 0, sy_], [0, 1.0, 0], [-sy_, 0, cy_]])
-        self.R = r_yaw @ r_pitch @ r_roll @ flip                          # camera → world
-        self.O = np.asarray(origin, dtype=np.float64)
-        xc = ((np.arange(w) + 0.5 - self.cx) / self.fx).astype(np.float32)
-        yc = ((np.arange(h) + 0.5 - self.cy) / self.fy).astype(np.float32)
-        R = self.R.astype(np.float32)
-        self.D = (R[:, 0, None, None] * xc[None, None, :] + R[:, 1, None, None] * yc[None, :, None]
-                  + R[:, 2, None, None])                                 # 3×H×W world ray directions
-        safe = np.where(np.abs(self.D) < 1e-7, np.float32(1e-7), self.D)
-        self.invD = (1.0 / safe).astype(np.float32)
-        self.z = np.full((h, w), np.inf, np.float32)
-        self.lab = np.full((h, w), SKY, np.uint8)
-        self.rgb = np.zeros((h, w, 3), np.float32)
-        self.sun = np.asarray(sun, dtype=np.float32)
-        self.sun_int, self.ambient = np.float32(sun_int), np.float32(ambient)
-
-    def light(self, normals: np.ndarray) -> np.ndarray:
-        """Lambert + ambient for 3×n unit normals → n brightness factors."""
-        return self.ambient + self.sun_int * np.maximum(0.0, (self.sun[:, None] * normals).sum(0))
-
-    def window(self, lo, hi):
-        """Image rows/cols that the world box [lo, hi] can cover, or None if off-screen."""
-        xs, ys, zs = (lo[0], hi[0]), (lo[1], hi[1]), (lo[2], hi[2])
-        pts = np.array([[x, y, z] for x in xs for y in ys for z in zs], dtype=np.float64)
-        c = (pts - self.O) @ self.R                                         # world → camera
-        if (c[:, 2] < 0.05).any():
-            if (c[:, 2] < 0.05).all():
-                return None
-            return 0, self.h, 0, self.w
-        u = self.fx * c[:, 0] / c[:, 2] + self.cx
-        v = self.fy * c[:, 1] / c[:, 2] + self.cy
-        c0, c1 = max(0, int(math.floor(u.min())) - 1), min(self.w, int(math.ceil(u.max())) + 1)
-        r0, r1 = max(0, int(math.floor(v.min())) - 1), min(self.h, int(math.ceil(v.max())) + 1)
-        if c0 >= c1 or r0 >= r1:
-            return None
-        return r0, r1, c0, c1
-
-    def _write(self, win, rows, cols, t, label, rgb):
-        r0, _, c0, _ = win
-        rr, cc = rows + r0, cols + c0
-        self.z[rr, cc] = t
-        self.lab[rr, cc] = label
-        self.rgb[rr, cc] = rgb
-
-    def _finish(self, win, rows, cols, t, P, n, label, albedo):
-        res = albedo(P, n)
-        if isinstance(res, tuple):                                          # (albedo, keep) cut-out
-            alb, keep = res
-            rows, cols, t, P, n, alb = rows[keep], cols[keep], t[keep], P[:, keep], n[:, keep], alb[keep]
-            if isinstance(label, np.ndarray):
-                label = label[keep]
-        else:
-            alb = res
-        if len(t):
-            self._write(win, rows, cols, t, label, alb * self.light(n)[:, None])
-
-    def box(self, lo, hi, label, albedo):
-        """Axis-aligned box [lo, hi] (world metres); ``albedo(P 3×n, normals 3×n) -> n×3``."""
-        lo, hi = np.asarray(lo, np.float32), np.asarray(hi, np.float32)
-        win = self.window(lo, hi)
-        if win is None:
-            return
-        r0, r1, c0, c1 = win
-        iD = self.invD[:, r0:r1, c0:c1]
-        o = self.O.astype(np.float32)[:, None, None]
-        ta, tb = (lo[:, None, None] - o) * iD, (hi[:, None, None] - o) * iD
-        tmin = np.minimum(ta, tb)
-        tn = tmin.max(0)
-        tf = np.maximum(ta, tb).min(0)
-        hit = (tn <= tf) & (tn > 0.05) & (tn < self.z[r0:r1, c0:c1])
-        rows, cols = np.nonzero(hit)
-        if not len(rows):
-            return
-        t = tn[rows, cols]
-        d = self.D[:, r0:r1, c0:c1][:, rows, cols]
-        axis = tmin[:, rows, cols].argmax(0)
-        n = np.zeros_like(d)
-        k = np.arange(len(t))
-        n[axis, k] = -np.sign(d[axis, k])                                   # face normal faces the ray
-        P = self.O.astype(np.float32)[:, None] + t * d
-        self._finish(win, rows, cols, t, P, n, label, albedo)
-
-    def ellipsoid(self, center, radii, label, albedo):
-        """Axis-aligned ellipsoid; normals are the true surface normals."""
-        c, r = np.asarray(center, np.float32), np.asarray(radii, np.float32)
-        win = self.window(c - r, c + r)
-        if win is None:
-            return
-        r0, r1, c0, c1 = win
-        d = self.D[:, r0:r1, c0:c1] / r[:, None, None]
-        o = ((self.O.astype(np.float32) - c) / r)[:, None, None]
-        a = (d * d).sum(0)
-        b = 2.0 * (o * d).sum(0)
-        cc = float((o * o).sum()) - 1.0
-        disc = b * b - 4.0 * a * cc
-        ok = disc > 0
-        t = np.where(ok, (-b - np.sqrt(np.maximum(disc, 0.0))) / (2.0 * a), np.inf)
-        hit = ok & (t > 0.05) & (t < self.z[r0:r1, c0:c1])
-        rows, cols = np.nonzero(hit)
-        if not len(rows):
-            return
-        t = t[rows, cols]
-        P = self.O.astype(np.float32)[:, None] + t * self.D[:, r0:r1, c0:c1][:, rows, cols]
-        n = (P - c[:, None]) / (r[:, None] ** 2)
-        n /= np.linalg.norm(n, axis=0, keepdims=True) + 1e-8
-        self._finish(win, rows, cols, t, P, n, label, albedo)
-
-    def plane(self, axis, value, lo, hi, label, albedo):
-        """Vertical rectangle on the plane world[axis] = value (axis 0 or 2), bounded by lo/hi
-        (3-vectors; the ``axis`` entries are ignored). ``albedo`` returns (n×3, keep mask)."""
-        lo, hi = np.array(lo, np.float32), np.array(hi, np.float32)
-        lo[axis] = hi[axis] = value
-        win = self.window(lo, hi)
-        if win is None:
-            return
-        r0, r1, c0, c1 = win
-        t = (value - np.float32(self.O[axis])) * self.invD[axis, r0:r1, c0:c1]
-        P = self.O.astype(np.float32)[:, None, None] + t * self.D[:, r0:r1, c0:c1]
-        other = [i for i in range(3) if i != axis]
-        hit = (t > 0.05) & (t < self.z[r0:r1, c0:c1])
-        for i in other:
-            hit &= (P[i] >= lo[i]) & (P[i] <= hi[i])
-        rows, cols = np.nonzero(hit)
-        if not len(rows):
-            return
-        t = t[rows, cols]
-        P = P[:, rows, cols]
-        n = np.zeros_like(P)
-        n[axis] = -np.sign(self.D[axis, r0:r1, c0:c1][rows, cols])
-        self._finish(win, rows, cols, t, P, n, label, albedo)
+from xtask_core.data.synthetic.canvas import _Canvas, _col, _const, _frac, _hash01, _noise_tile, _sample
+from xtask_core.data.synthetic.street_agents import _StreetAgents
+from xtask_core.data.synthetic.street_ids import (
+    BASELINE,
+    BUILDING,
+    FENCE,
+    FX_2048,
+    LIGHT,
+    MAX_RANGE,
+    MIN_RANGE,
+    POLE,
+    ROAD,
+    SIDEWALK,
+    SIGN,
+    SKY,
+    TERRAIN,
+    VEG,
+    WALL,
+)
+from xtask_core.errors import XTaskError
 
 
 # ----------------------------------------------------------------------------- scene content
-class _Scene:
+class _Scene(_StreetAgents):
     """Random layout of one street (all lengths in metres) and its rendering."""
 
     def __init__(self, rng: np.random.Generator, h: int, w: int):
@@ -452,7 +278,8 @@ class _Scene:
 
         def albedo(P, n):
             x, y, z = P
-            v = 0.75 + 0.22 * _sample(fine, (x + 0.7 * z) * 9.0, y * 9.0) + 0.15 * _sample(coarse, (z - 0.5 * x) * 2.0, y * 2.0)
+            v = (0.75 + 0.22 * _sample(fine, (x + 0.7 * z) * 9.0, y * 9.0)
+                 + 0.15 * _sample(coarse, (z - 0.5 * x) * 2.0, y * 2.0))
             return base[None, :] * np.clip(v, 0.3, 1.4)[:, None]
         return albedo
 
@@ -544,7 +371,8 @@ class _Scene:
                     cv.box((x - 0.09, 0, z - 0.09), (x + 0.09, hgt, z + 0.09), POLE, _const(metal))
                     xa = x - sgn * 1.6
                     cv.box((min(x, xa), hgt - 0.12, z - 0.06), (max(x, xa), hgt, z + 0.06), POLE, _const(metal))
-                    cv.box((min(xa, xa - sgn * 0.6), hgt - 0.25, z - 0.2), (max(xa, xa - sgn * 0.6), hgt - 0.05, z + 0.2),
+                    cv.box((min(xa, xa - sgn * 0.6), hgt - 0.25, z - 0.2),
+                           (max(xa, xa - sgn * 0.6), hgt - 0.05, z + 0.2),
                            POLE, _const(metal * 0.8))
                     z += spacing
         # signs and traffic lights near the curb
@@ -625,155 +453,6 @@ class _Scene:
                         self.add_tree(cv, x, z, scale=float(R.uniform(0.8, 1.3)))
                     z += spacing * float(R.uniform(0.8, 1.2))
 
-    def add_person(self, cv: _Canvas, x, z, facing_z=True, label=PERSON, seated=None):
-        """Simple figure standing at (x, 0, z); ``seated`` = saddle height for riders."""
-        R = self.rng
-        hgt = float(R.uniform(1.55, 1.9))
-        shirt = _col(R.integers(20, 230, 3))
-        pants = _col(R.integers(15, 120, 3))
-        skin = _col(((230, 190, 160), (190, 140, 100), (120, 85, 60))[int(R.integers(3))])
-        wx, wz = (0.22, 0.13) if facing_z else (0.13, 0.22)
-        leg = 0.47 * hgt
-        base = 0.0 if seated is None else seated - leg * 0.55
-        if seated is None:
-            sep = float(R.uniform(-0.12, 0.12))                      # stride
-            for dx, dz in ((-0.09, sep), (0.09, -sep)):
-                ox, oz = (dx, dz) if facing_z else (dz, dx)
-                cv.box((x + ox - 0.07, 0, z + oz - 0.07), (x + ox + 0.07, leg, z + oz + 0.07), label, _const(pants))
-        else:
-            for dx in (-0.1, 0.1):
-                ox, oz = (dx, 0.0) if facing_z else (0.0, dx)
-                cv.box((x + ox - 0.06, base, z + oz - 0.2), (x + ox + 0.06, seated + 0.1, z + oz + 0.15),
-                       label, _const(pants))
-            leg = seated + 0.05
-        torso_c = leg + 0.17 * hgt
-        cv.ellipsoid((x, torso_c, z), (wx, 0.2 * hgt, wz), label, _const(shirt))
-        for s in (-1, 1):                                              # arms
-            ox, oz = (s * (wx + 0.04), 0) if facing_z else (0, s * (wz + 0.04))
-            cv.box((x + ox - 0.045, torso_c - 0.3 * hgt * 0.9, z + oz - 0.045),
-                   (x + ox + 0.045, torso_c + 0.1 * hgt, z + oz + 0.045), label, _const(shirt))
-        cv.ellipsoid((x, torso_c + 0.2 * hgt + 0.12, z), (0.1, 0.12, 0.11), label, _const(skin))
-
-    def add_bicycle(self, cv: _Canvas, x, z, label=BICYCLE, along_z=True):
-        """Bicycle in the plane x = const (wheels as rings) seen obliquely."""
-        R = self.rng
-        color = _col(R.integers(20, 220, 3))
-        wr, wb = 0.34, 1.05
-        z0, z1 = z - wb / 2, z + wb / 2
-
-        def albedo(P, n):
-            _, y, zz = P
-            d0 = np.sqrt((zz - z0) ** 2 + (y - wr) ** 2)
-            d1 = np.sqrt((zz - z1) ** 2 + (y - wr) ** 2)
-            ring = (np.abs(d0 - wr) < 0.045) | (np.abs(d1 - wr) < 0.045)
-            # frame: two tubes from the rear hub to the saddle area and the front fork
-            fz = (zz - z0) / wb
-            tube = (fz > 0.1) & (fz < 0.95) & (np.abs(y - (wr + 0.35 * np.minimum(fz, 1 - fz) * 2)) < 0.05)
-            seat = (np.abs(zz - (z0 + 0.35)) < 0.05) & (y > wr) & (y < wr + 0.5)
-            fork = (np.abs(zz - z1 + 0.1) < 0.05) & (y > wr) & (y < wr + 0.6)
-            keep = ring | tube | seat | fork
-            col = np.where(ring[:, None], _col((30, 30, 30)), color)
-            return col, keep
-        cv.plane(0, x, (0, 0, z0 - wr), (0, 1.0, z1 + wr), label, albedo)
-
-    def add_people(self, cv: _Canvas):
-        R = self.rng
-        for _ in range(int(R.integers(1, 9))):
-            side = int(R.integers(2))
-            sgn = 1.0 if side else -1.0
-            x = sgn * (self.road_hw + float(R.uniform(0.5, self.sw[side] - 0.3)))
-            z = float(R.uniform(5.0, 60.0))
-            self.add_person(cv, x, z, facing_z=R.random() < 0.75)
-        if R.random() < 0.4:                                            # pedestrians on the zebra / road
-            for _ in range(int(R.integers(1, 3))):
-                zz = self._mark_cfg["zebra_z"] + 1.5 if hasattr(self, "_mark_cfg") else float(R.uniform(12, 40))
-                self.add_person(cv, float(R.uniform(-self.road_hw, self.road_hw)), zz, facing_z=False)
-        if R.random() < 0.45:                                           # cyclist in the right lane edge
-            x = self.lanes * self.lane_w - float(R.uniform(0.6, 1.2))
-            z = float(R.uniform(8.0, 40.0))
-            if abs(x - self.cam_x) > 0.9 or z > 12:
-                self.add_bicycle(cv, x, z)
-                self.add_person(cv, x, z - 0.15, facing_z=True, label=RIDER, seated=0.95)
-        for _ in range(int(R.integers(0, 3))):                          # parked bicycles on the sidewalk
-            side = int(R.integers(2))
-            sgn = 1.0 if side else -1.0
-            self.add_bicycle(cv, sgn * (self.road_hw + float(R.uniform(0.4, 1.0))), float(R.uniform(6.0, 40.0)))
-
-    def add_vehicle(self, cv: _Canvas, x, z, kind, rear_view):
-        R = self.rng
-        paint = _col(((200, 200, 205), (30, 30, 35), (150, 20, 25), (40, 60, 120), (120, 125, 130),
-                      (230, 230, 230), (60, 90, 60), (180, 150, 90))[int(R.integers(8))]) * np.float32(R.uniform(0.85, 1.1))
-        glass = _col((35, 45, 55))
-        tyre = _col((25, 25, 25))
-        if kind == CAR:
-            L, W, h0, h1, h2 = R.uniform(3.9, 4.8), R.uniform(1.7, 1.9), 0.3, R.uniform(0.85, 1.0), R.uniform(1.4, 1.6)
-        elif kind == TRUCK:
-            L, W, h0, h1, h2 = R.uniform(6.5, 9.0), 2.4, 0.5, R.uniform(2.8, 3.4), 0.0
-        else:
-            L, W, h0, h1, h2 = R.uniform(10.0, 12.5), 2.5, 0.35, R.uniform(2.9, 3.2), 0.0
-        L, W = float(L), float(W)
-        x0, x1, z0, z1 = x - W / 2, x + W / 2, z - L / 2, z + L / 2
-        self.shadow_boxes.append((x0 - 0.15, x1 + 0.15, z0 - 0.1, z1 + 0.1))
-        lamp = _col((220, 30, 30)) if rear_view else _col((250, 250, 220))
-
-        def body(P, n):
-            x_, y, z_ = P
-            out = np.broadcast_to(paint, (P.shape[1], 3)).copy()
-            end = n[2] < -0.5                                        # the face towards the camera
-            lights = end & (y > h1 - 0.3) & (y < h1 - 0.1) & (np.abs(np.abs(x_ - x) - (W / 2 - 0.2)) < 0.15)
-            plate = end & (np.abs(x_ - x) < 0.26) & (y > h0 + 0.15) & (y < h0 + 0.28)
-            out[lights] = lamp
-            out[plate] = _col((235, 235, 235))
-            if kind == BUS:                                          # window band and door on the side
-                band = (np.abs(n[1]) < 0.5) & (y > 1.3) & (y < h1 - 0.35)
-                out[band] = glass
-            if kind == TRUCK:                                        # separate cab at the front
-                cab = (np.abs(n[0]) > 0.5) & (z_ > z1 - 2.0) & (y > 1.7) & (y < h1 - 0.4)
-                out[cab] = glass
-            if kind != CAR:
-                out[end & (y > h1 - 1.2) & (y < h1 - 0.3) & (np.abs(x_ - x) < W / 2 - 0.2) & (not rear_view or kind == BUS)] = glass
-            return out
-        cv.box((x0, h0, z0), (x1, h1, z1), kind, body)
-        if kind == CAR:
-            inset = 0.12
-            cz0, cz1 = z0 + L * float(R.uniform(0.2, 0.3)), z1 - L * float(R.uniform(0.2, 0.3))
-
-            def cabin(P, n):
-                x_, y, z_ = P
-                out = np.broadcast_to(paint, (P.shape[1], 3)).copy()
-                side = np.abs(n[1]) < 0.5
-                pane = side & (y < h2 - 0.07) & (np.abs(x_ - x) < W / 2 - inset - 0.08 + 10 * (np.abs(n[0]) > 0.5))
-                out[pane] = glass
-                return out
-            cv.box((x0 + inset, h1, cz0), (x1 - inset, h2, cz1), CAR, cabin)
-        wr = 0.33 if kind == CAR else 0.5
-        for zw in (z0 + wr + 0.35, z1 - wr - 0.35):
-            for xw in (x0 + 0.02, x1 - 0.26):
-                cv.box((xw, 0, zw - wr), (xw + 0.24, 2 * wr, zw + wr), kind, _const(tyre))
-
-    def add_vehicles(self, cv: _Canvas):
-        R = self.rng
-        lanes = [((k + 0.5) * self.lane_w, True) for k in range(self.lanes)]       # same direction
-        lanes += [(-(k + 0.5) * self.lane_w, False) for k in range(self.lanes)]   # oncoming
-        if self.park:
-            edge = self.lanes * self.lane_w + self.park / 2
-            lanes += [(edge, True), (-edge, False)]
-        for x, same_dir in lanes:
-            parked = abs(x) > self.lanes * self.lane_w
-            z = float(R.uniform(6.0, 20.0))
-            if abs(x - self.cam_x) < 1.5:
-                z += 4.0                                                # keep clear of the camera
-            while z < 110.0:
-                if self.cross and self.cross[0] - 4 < z < self.cross[1] + 4 and not parked:
-                    z = self.cross[1] + 6.0
-                    continue
-                u = R.random()
-                kind = CAR if (parked or u < 0.78) else (TRUCK if u < 0.9 else BUS)
-                if R.random() < (0.75 if parked else 0.45):
-                    self.add_vehicle(cv, x + float(R.uniform(-0.25, 0.25)), z + 6.0, kind, rear_view=same_dir)
-                z += (6.5 if parked else 14.0) + float(R.uniform(0, 25.0 if not parked else 6.0)) + (8 if kind != CAR else 0)
-
-    # -- sky + post-processing -----------------------------------------------------------------
     def render_sky(self, cv: _Canvas):
         rows, cols = np.nonzero(np.isinf(cv.z))
         if not len(rows):
@@ -819,7 +498,7 @@ def render_scene(seed: int, height: int = 256, width: int = 512) -> tuple[np.nda
     rng = np.random.default_rng(int(seed))
     sc = _Scene(rng, int(height), int(width))
     cv = _Canvas(sc.h, sc.w, (sc.cam_x, sc.cam_h, 0.0), sc.yaw, sc.pitch, sc.roll,
-                 sc.sun, sc.sun_int, sc.ambient)
+                 sc.sun, sc.sun_int, sc.ambient, fx=FX_2048 * sc.w / 2048.0, background=SKY)
     sc._markings(np.zeros(1, np.float32), np.zeros(1, np.float32), rng)   # fix marking layout first
     sc.add_vehicles(cv)           # vehicles first: they register contact shadows for the ground
     sc.add_buildings(cv)
@@ -833,107 +512,3 @@ def render_scene(seed: int, height: int = 256, width: int = 512) -> tuple[np.nda
     disp_px = FX_2048 * BASELINE / z
     p = np.where(np.isfinite(cv.z), np.round(disp_px * 256.0) + 1.0, 0.0)
     return rgb, cv.lab.copy(), np.clip(p, 0, 65535).astype(np.uint16)
-
-
-# ----------------------------------------------------------------------------- dataset writing
-def scene_seed(seed: int, split: str, index: int) -> int:
-    """Per-image seed from (dataset seed, split, index); splits never share a scene."""
-    if split not in SPLIT_CODES:
-        raise XTaskError(f"unknown split {split!r} (valid: {', '.join(SPLIT_CODES)})")
-    ss = np.random.SeedSequence([int(seed) & 0xFFFFFFFF, SPLIT_CODES[split], int(index)])
-    return int(ss.generate_state(1, dtype=np.uint64)[0] >> 1)
-
-
-def stem(index: int) -> str:
-    """Cityscapes-style file stem of image ``index``: ``synthtown_000042_000019``."""
-    return f"{CITY}_{index:06d}_000019"
-
-
-def _imwrite_atomic(path: Path, img: np.ndarray) -> None:
-    """cv2.imwrite to a temporary name next to ``path``, then rename: readers never see half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp.png")
-    try:
-        if not cv2.imwrite(str(tmp), img):
-            raise XTaskError(f"could not write {path} (disk full or not writable?)")
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-
-
-def write_sample(out: Path, split: str, index: int, seed: int, height: int, width: int) -> str:
-    """Render image ``index`` of ``split`` and write its three PNGs; returns the stem."""
-    rgb, lab, disp = render_scene(scene_seed(seed, split, index), height, width)
-    name = stem(index)
-    _imwrite_atomic(out / "leftImg8bit" / split / CITY / f"{name}_leftImg8bit.png", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
-    _imwrite_atomic(out / "gtFine" / split / CITY / f"{name}_gtFine_labelIds.png", lab)
-    _imwrite_atomic(out / "disparity" / split / CITY / f"{name}_disparity.png", disp)
-    return name
-
-
-def _work(args) -> str:
-    cv2.setNumThreads(1)   # one process per core already; OpenCV threads would oversubscribe
-    return write_sample(*args)
-
-
-_README = """SYNTHETIC street scenes generated by xtask (xtask_core.data.synthetic). NOT real photographs.
-
-Procedurally laid out and rendered with a pinhole camera (Cityscapes-like focal length, camera
-height 1.2-1.6 m); labels and depth come from the same ray hits, so they are exactly consistent.
-Layout: Cityscapes (leftImg8bit/, gtFine/ *_labelIds.png raw Cityscapes ids, disparity/ uint16).
-Disparity: p = round(d*256)+1 with d = 2262.52 * 0.209313 / Z pixels (2048-wide Cityscapes
-camera units, whatever the image width); p = 0 only for sky. Depth clipped to {max_range} m.
-seed={seed} n_train={n_train} n_val={n_val} size={height}x{width}
-Regenerate with: xtask synth --out DIR --n-train {n_train} --n-val {n_val} --seed {seed} --height {height} --width {width}
-"""
-
-
-def write_dataset(out, n_train: int = 500, n_val: int = 100, seed: int = 0, height: int = 256,
-                  width: int = 512, workers: int = 1,
-                  progress: Callable[[int, int], None] | None = None) -> dict:
-    """Write a synthetic dataset in the Cityscapes layout under ``out``.
-
-    Deterministic: the same arguments give byte-identical files (whatever ``workers``). Each
-    file is written atomically. ``progress(done, total)`` is called in this process after each
-    image. Returns ``{"root", "train", "val", "seconds"}``.
-    """
-    if n_train < 0 or n_val < 0 or n_train + n_val == 0:
-        raise XTaskError(f"need at least one image (n_train={n_train}, n_val={n_val})")
-    out = Path(out)
-    if out.exists() and not out.is_dir():
-        raise XTaskError(f"{out} exists and is not a folder")
-    out.mkdir(parents=True, exist_ok=True)
-    jobs = [(out, "train", i, seed, height, width) for i in range(n_train)]
-    jobs += [(out, "val", i, seed, height, width) for i in range(n_val)]
-    for split, n in (("train", n_train), ("val", n_val)):
-        if n:
-            for sub in ("leftImg8bit", "gtFine", "disparity"):
-                (out / sub / split / CITY).mkdir(parents=True, exist_ok=True)
-    t0 = time.perf_counter()
-    total = len(jobs)
-    if workers and workers > 1 and total > 1:
-        import multiprocessing as mp
-        ctx = mp.get_context("spawn")       # no fork of a process that may hold torch / threads
-        with ctx.Pool(min(int(workers), total)) as pool:
-            for done, _ in enumerate(pool.imap_unordered(_work, jobs, chunksize=4), 1):
-                if progress:
-                    progress(done, total)
-    else:
-        for done, job in enumerate(jobs, 1):
-            write_sample(*job)
-            if progress:
-                progress(done, total)
-    text = _README.format(seed=seed, n_train=n_train, n_val=n_val, height=height, width=width,
-                          max_range=int(MAX_RANGE))
-    tmp = out / ".README.txt.tmp"
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, out / "README.txt")
-    return {"root": str(out), "train": n_train, "val": n_val, "seconds": time.perf_counter() - t0}
-
-
-def make_sample_images(out_dir, n: int = 8, seed: int = 2024, height: int = 256, width: int = 512) -> dict:
-    """Write ``n`` held-out synthetic samples (split "val", Cityscapes layout) for the app's
-    sample_images/ folder. The default seed differs from the training default (0), so samples
-    never coincide with a default training or validation image."""
-    return write_dataset(out_dir, n_train=0, n_val=n, seed=seed, height=height, width=width)
