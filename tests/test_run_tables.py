@@ -54,6 +54,15 @@ def test_hyper_row_final_and_best():
     assert run_tables.hyper_row("x", SimpleNamespace(metrics=None, config=None)) == {"run": "x", "source": ""}
 
 
+def test_hyper_row_shows_the_loss_reduction():
+    saved_before = run_tables.hyper_row("old", _run(STEP_EPOCH, {"train": {"lr": 1e-4}}))
+    assert saved_before["loss_reduction"] == "masked"  # our runs before the option used the masked means
+    new = run_tables.hyper_row("new", _run(STEP_EPOCH, {"train": {"loss_reduction": "original"}}))
+    assert new["loss_reduction"] == "original"
+    original = SimpleNamespace(metrics=None, config={"lr": 1e-4}, source="xtask_mt")
+    assert run_tables.hyper_row("exp", original)["loss_reduction"] == "original"
+
+
 def test_init_checkpoint_of_a_command_line():
     assert run_tables.init_checkpoint_of(["train", "--lr", "1", "--init_checkpoint", "a/b.safetensors"]) \
         == "a/b.safetensors"
