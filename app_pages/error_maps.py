@@ -4,69 +4,78 @@ import streamlit as st
 from xtask_app import cache, charts, downloads, pickers, selection, settings
 from xtask_app.ui.energy_study import EXPLANATION, show_study
 from xtask_core.evaluate import analysis
-from xtask_core.evaluate.report import energy_error_study
+from xtask_core.evaluate.report import energy_error_study, has_energy
 from xtask_core.viz import colour as viz
+from xtask_core.viz.display import absent_outputs_note
 
 st.title("Error maps")
 state = selection.sidebar()
 if state is None:
     st.stop()
-st.caption("Where is the model wrong? True errors need ground truth (a sample or a dataset split). "
-           "Consistency energy, how much the direct and transferred predictions disagree, needs no label: "
-           "the bottom of the page measures how well it finds the true errors.")
+st.caption("Where is the model wrong? True errors need ground truth in the model's label set (a sample or a "
+           "dataset split). Consistency energy, how much the direct and transferred predictions disagree, needs "
+           "no label: the bottom of the page measures how well it finds the true errors.")
 
 picked = pickers.image_picker(state, "err")
 if picked is None:
     st.stop()
 pred = cache.predict(state, picked.rgb, picked.key)
-energy = analysis.energy_maps(pred.seg_logits, pred.seg_t_logits, pred.depth, pred.depth_t)
+missing = absent_outputs_note(pred)
+if missing:
+    st.caption(f"ℹ️ {missing}")
+energy = analysis.energy_maps(pred.seg_logits, pred.seg_t_logits, pred.depth, pred.depth_t) if has_energy(pred) \
+    else None
 cmap = st.selectbox("Error colour map", ["inferno", "magma", "viridis", "turbo", "gray"], key="err_cmap",
                     help="Dark = small, bright = large, for every error and energy map")
 unit = state.depth_unit_short
 panels = {}
 
-st.subheader("Depth")
-st.caption(f"Left and middle need ground truth (blank = no ground-truth depth, e.g. sky); right needs none. "
-           f"Depth errors in {state.depth_unit}; relative error is a ratio (0.1 = 10 % off).")
-cols = st.columns(3)
-if picked.gt_depth is not None:
-    d = analysis.depth_error_maps(pred.depth, picked.gt_depth)
-    with cols[0]:
-        panels["depth_abs_error"] = charts.value_chart(d["abs"], "|direct − ground truth|", unit, cmap,
-                                                       0.0, None, key="err_dabs")
-    with cols[1]:
-        panels["depth_rel_error"] = charts.value_chart(d["rel"], "relative error |p − t| / t", "ratio", cmap,
-                                                       0.0, None, key="err_drel")
-else:
-    cols[0].info("No depth ground truth for this image.")
-with cols[2]:
-    panels["depth_energy"] = charts.value_chart(energy["depth_abs"], "energy |transferred − direct|", unit,
-                                                cmap, 0.0, None, key="err_den")
+if pred.depth is not None:
+    st.subheader("Depth")
+    st.caption(f"Errors need ground truth (blank = no ground-truth depth); energy needs none. "
+               f"Depth errors in {state.depth_unit}; relative error is a ratio (0.1 = 10 % off).")
+    maps = []
+    if picked.gt_depth is not None:
+        d = analysis.depth_error_maps(pred.depth, picked.gt_depth)
+        maps += [("depth_abs_error", d["abs"], "|direct − ground truth|", unit, "err_dabs"),
+                 ("depth_rel_error", d["rel"], "relative error |p − t| / t", "ratio", "err_drel")]
+    if energy is not None:
+        maps.append(("depth_energy", energy["depth_abs"], "energy |transferred − direct|", unit, "err_den"))
+    if not maps:
+        st.info("Nothing to draw for depth: this image has no depth ground truth the model can be scored "
+                "against, and the model has no transferred depth.")
+    for col, (name, values, title, u, key) in zip(st.columns(3), maps):
+        with col:
+            panels[name] = charts.value_chart(values, title, u, cmap, 0.0, None, key=key)
 
-st.subheader("Segmentation")
-st.caption("Wrong pixels: green = correct, red = the direct segmentation differs from the ground truth, "
-           "black = void. Disagreement: red where the transferred segmentation differs from the direct one, "
-           "no label needed. Energy: KL divergence between the two class distributions, in nats.")
-cols = st.columns(3)
-if picked.gt_seg is not None:
-    s = analysis.seg_error_map(pred.seg, picked.gt_seg, state.ignore_index)
-    panels["seg_wrong"] = viz.seg_error_rgb(pred.seg, picked.gt_seg, state.ignore_index)
-    rate = 100 * float(s["wrong"][s["valid"]].mean()) if s["valid"].any() else float("nan")
-    with cols[0]:
-        charts.rgb_chart(panels["seg_wrong"], f"wrong pixels (red): {rate:.1f}%",
-                         charts.seg_pair_hover(state, pred.seg, picked.gt_seg), key="err_wrong")
-else:
-    cols[0].info("No segmentation ground truth for this image.")
-panels["seg_disagreement"] = viz.seg_error_rgb(pred.seg_t, pred.seg)
-with cols[1]:
-    charts.rgb_chart(panels["seg_disagreement"], f"direct ≠ transferred (red): {100 * energy['disagree'].mean():.1f}%",
-                     charts.seg_pair_hover(state, pred.seg_t, pred.seg, "direct"), key="err_disagree")
-with cols[2]:
-    panels["seg_energy"] = charts.value_chart(energy["seg_kl"], "energy KL(direct ‖ transferred)", "nats",
-                                              cmap, 0.0, None, key="err_sen")
+if pred.seg_logits is not None:
+    st.subheader("Segmentation")
+    st.caption("Wrong pixels: green = correct, red = the direct segmentation differs from the ground truth, "
+               "black = void. Disagreement: red where the transferred segmentation differs from the direct one, "
+               "no label needed. Energy: KL divergence between the two class distributions, in nats.")
+    cols = iter(st.columns(3))
+    if picked.gt_seg is not None:
+        s = analysis.seg_error_map(pred.seg, picked.gt_seg, state.ignore_index)
+        panels["seg_wrong"] = viz.seg_error_rgb(pred.seg, picked.gt_seg, state.ignore_index)
+        rate = 100 * float(s["wrong"][s["valid"]].mean()) if s["valid"].any() else float("nan")
+        with next(cols):
+            charts.rgb_chart(panels["seg_wrong"], f"wrong pixels (red): {rate:.1f}%",
+                             charts.seg_pair_hover(state, pred.seg, picked.gt_seg), key="err_wrong")
+    if energy is not None:
+        panels["seg_disagreement"] = viz.seg_error_rgb(pred.seg_t, pred.seg)
+        with next(cols):
+            charts.rgb_chart(panels["seg_disagreement"],
+                             f"direct ≠ transferred (red): {100 * energy['disagree'].mean():.1f}%",
+                             charts.seg_pair_hover(state, pred.seg_t, pred.seg, "direct"), key="err_disagree")
+        with next(cols):
+            panels["seg_energy"] = charts.value_chart(energy["seg_kl"], "energy KL(direct ‖ transferred)", "nats",
+                                                      cmap, 0.0, None, key="err_sen")
+    elif picked.gt_seg is None:
+        st.info("Nothing to draw for segmentation: no ground truth the model can be scored against, and no "
+                "transferred segmentation.")
 downloads.download_pngs(panels, "err_dl")
 
-if picked.gt_seg is not None:
+if picked.gt_seg is not None and pred.seg_logits is not None:
     st.markdown("**Error by true class**: which classes the model gets wrong, and what it takes them for")
     by_class = analysis.error_by_class(pred.seg, picked.gt_seg, state.num_classes, state.ignore_index,
                                        state.class_names).reset_index()
@@ -80,12 +89,19 @@ if picked.gt_seg is not None:
     downloads.download_csv("Download error by class (CSV)", by_class, "error_by_class.csv", key="err_cls_csv")
 
 st.subheader("Does energy predict the true error?")
+if energy is None:
+    st.info("This model has no transferred outputs, so there is no consistency energy to test.")
+    st.stop()
 st.caption(EXPLANATION)
-n_avail = len(settings.samples())
+fitting = pickers.fitting_samples(state)
+n_avail = len(fitting)
 tab_one, tab_sub = st.tabs(["This image", f"A subset of the {n_avail} samples" if n_avail else "A subset"])
 with tab_one:
-    show_study(energy_error_study([pred], [picked.gt_seg], [picked.gt_depth], state.ignore_index),
-               "this image", unit, "err_one")
+    if picked.gt_seg is None and picked.gt_depth is None:
+        st.info("Needs ground truth in the model's label set: pick a sample or a dataset item that has it.")
+    else:
+        show_study(energy_error_study([pred], [picked.gt_seg], [picked.gt_depth], state.ignore_index),
+                   "this image", unit, "err_one")
 with tab_sub:
     if n_avail:
         n = st.slider("Samples (pixels of all images pooled)", 1, n_avail, min(8, n_avail),
@@ -93,4 +109,5 @@ with tab_sub:
         preds, segs, deps, _ = pickers.subset(state, n)
         show_study(energy_error_study(preds, segs, deps, state.ignore_index), f"{n} samples", unit, "err_sub")
     else:
-        st.info(f"No samples in {settings.samples_dir()}.")
+        st.info(f"No sample in {settings.samples_dir()} is labelled for this model ({state.label_set_name}); "
+                "a dataset split of its own kind can be scored one item at a time in the tab on the left.")

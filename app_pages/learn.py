@@ -3,9 +3,9 @@ import pandas as pd
 import streamlit as st
 
 from xtask_app import cache, charts, downloads, pickers, selection
-from xtask_core.evaluate.report import energy_error_study, energy_row, image_metrics, study_sentences
+from xtask_core.evaluate.report import energy_error_study, energy_row, has_energy, image_metrics, study_sentences
 from xtask_core.inference.transfer import transfer_from_ground_truth
-from xtask_core.viz.display import apply_corruptions, depth_range, energy_scale, wipe
+from xtask_core.viz.display import absent_outputs_note, apply_corruptions, depth_range, energy_scale, wipe
 
 st.title("Learn: cross-task consistency, hands on")
 state = selection.sidebar()
@@ -19,6 +19,9 @@ st.markdown(
     "what the task-transfer nets actually learnt.")
 if state.meta.get("dataset") == "synthetic":
     st.caption("The demo model was trained on synthetic street scenes; pick a sample image for a fair test.")
+elif state.label_set == "nyuv2":
+    st.caption("This model predicts the 13 NYUv2 indoor classes and depth in metres: steps 3 and 4 need an "
+               "indoor image with NYUv2 labels (an indoor sample or an NYUv2 dataset split).")
 
 # --------------------------------------------------------------------------- step 1
 st.header("Step 1 · Two routes to the same answer", divider="gray")
@@ -33,6 +36,19 @@ if picked is None:
 # The model sees the image at its own input size, so corrupt that (cheap, and what matters).
 clean_pred = cache.predict(state, picked.rgb, picked.key)
 clean_rgb = clean_pred.input_rgb
+if not has_energy(clean_pred):
+    # A single-task model has one route and no transfer nets: the lesson needs both.
+    st.info(f"{absent_outputs_note(clean_pred)} This lesson compares two routes to each answer, so it needs a "
+            "cross-task checkpoint: pick one in the sidebar.")
+    cols = st.columns(2)
+    cols[0].image(clean_rgb, caption="input", width="stretch")
+    with cols[1]:
+        if clean_pred.seg_logits is not None:
+            charts.seg_chart(state, clean_pred.seg, "direct segmentation", key="learn_stl", ncols=2)
+        elif clean_pred.depth is not None:
+            charts.depth_chart(state, clean_pred.depth, "direct depth", "magma",
+                               *charts.prediction_depth_range(clean_pred), key="learn_stl", ncols=2)
+    st.stop()
 clean_panels = charts.prediction_panels(state, clean_pred)
 cols = st.columns(5)
 cols[0].image(clean_rgb, caption="input (clean)", width="stretch")
@@ -112,9 +128,10 @@ downloads.download_pngs(panels, "learn_dl")
 # --------------------------------------------------------------------------- step 3
 st.header("Step 3 · Energy points at errors, without labels", divider="gray")
 has_gt = picked.gt_seg is not None or picked.gt_depth is not None
+NEEDS_GT = (f"This needs ground truth in the model's label set ({state.label_set_name}): pick a sample or a "
+            "dataset item that has it above.")
 if not has_gt:
-    st.info("This step compares energy with the true error, so it needs ground truth: pick a sample or a "
-            "dataset item above.")
+    st.info("This step compares energy with the true error. " + NEEDS_GT)
 else:
     study = energy_error_study([bad_pred], [picked.gt_seg], [picked.gt_depth], state.ignore_index)
     st.markdown("On the current input, using the ground truth only to *check* the energy:\n"
@@ -128,10 +145,12 @@ else:
 st.header("Step 4 · What did the transfer nets learn?", divider="gray")
 st.markdown(
     "Feed the transfer nets the **ground truth** instead of a prediction: the seg → depth net gets the true "
-    "segmentation, the depth → seg net the true depth. If they learnt the geometry of street scenes (road "
-    "below, sky above, cars at a plausible distance), their outputs resemble the true other task.")
+    "segmentation, the depth → seg net the true depth. If they learnt the geometry of the scenes they were "
+    "trained on (" + ("floor below, walls behind the furniture, ceiling above" if state.label_set == "nyuv2" else
+                      "road below, sky above, cars at a plausible distance")
+    + "), their outputs resemble the true other task.")
 if not has_gt:
-    st.info("This needs ground truth: pick a sample or a dataset item above.")
+    st.info(NEEDS_GT)
 else:
     t = transfer_from_ground_truth(state.loaded.model, picked.gt_seg, picked.gt_depth,
                                    state.num_classes, state.ignore_index)

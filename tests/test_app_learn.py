@@ -25,7 +25,8 @@ def test_learn_corruption_changes_energy_and_transfer_demo(tmp_path, monkeypatch
     assert not at.exception
     table = _energy(at)
     assert table.loc[row, "clean"] != table.loc[row, "corrupted"]
-    assert table.loc["direct depth Abs", "clean"] != table.loc["direct depth Abs", "corrupted"]
+    abs_row = "direct depth Abs (disparity/256)"                        # the unit follows the checkpoint
+    assert table.loc[abs_row, "clean"] != table.loc[abs_row, "corrupted"]
     at.slider(key="learn_wipe").set_value(0.1).run()                   # display only
     assert not at.exception
     text = app_text(at)

@@ -36,3 +36,18 @@ def test_wipe_and_corruptions():
     assert (same == img).all() and same is not img
     dark = display.apply_corruptions(img, {"brightness": 1.0})
     assert dark.max() == 20                                       # ×0.1 at full strength
+
+
+def test_absent_outputs_note_names_the_missing_task():
+    from types import SimpleNamespace
+    a = np.zeros((2, 3, 3), np.float32)
+    d = np.ones((3, 3), np.float32)
+    full = SimpleNamespace(seg_logits=a, seg_t_logits=a, depth=d, depth_t=d)
+    assert display.absent_outputs_note(full) == ""
+    depth_only = SimpleNamespace(seg_logits=None, seg_t_logits=None, depth=d, depth_t=None)
+    assert "depth only" in display.absent_outputs_note(depth_only)
+    assert "no segmentation" in display.absent_outputs_note(depth_only)
+    seg_only = SimpleNamespace(seg_logits=a, seg_t_logits=None, depth=None, depth_t=None)
+    assert "segmentation only" in display.absent_outputs_note(seg_only)
+    direct = SimpleNamespace(seg_logits=a, seg_t_logits=None, depth=d, depth_t=None)
+    assert "no consistency energy" in display.absent_outputs_note(direct)

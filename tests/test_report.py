@@ -97,3 +97,46 @@ def test_energy_row_clean_prediction_and_study_sentences():
     assert report.study_sentences({"seg": {}, "depth": {}}) == []
     rows = report.study_rows({"seg": {"report": {"auroc": 0.75, "n_pixels": 4}}, "depth": {}})
     assert rows == [{"task": "seg", "auroc": 0.75, "n_pixels": 4.0}]
+
+
+@pytest.mark.parametrize("source, dataset, k, kind, seg, depth", [
+    ("synthetic", "synthetic", 7, "disparity", True, True),        # street samples, demo model
+    ("cityscapes", "cityscapes", 19, "disparity", True, True),     # raw ids → 19 train ids
+    ("street", "unknown", 7, "disparity", True, True),             # the original's model.pth: read off 7 classes
+    ("nyuv2", "nyuv2", 13, "depth", True, True),
+    ("indoor", "nyuv2", 13, "depth", True, True),                  # synthetic rooms in the NYUv2 layout
+    ("synthetic", "nyuv2", 13, "depth", False, False),             # the case: street sample, NYUv2 model
+    ("nyuv2", "cityscapes", 19, "disparity", False, False),
+    ("nyuv2", "unknown", 13, "depth", True, True),                 # model.pth with 13 classes
+    ("cityscapes", "cityscapes", 5, "disparity", False, False),    # no known label set
+    ("cityscapes", "cityscapes", 7, "depth", True, False),         # same classes, another depth reading
+    ("mars", "cityscapes", 7, "disparity", False, False),
+    (None, "cityscapes", 7, "disparity", False, False),            # an upload
+])
+def test_labels_fit(source, dataset, k, kind, seg, depth):
+    fit = report.labels_fit(source, dataset, k, kind)
+    assert (fit.seg, fit.depth) == (seg, depth)
+    assert bool(fit) == (seg or depth)
+    assert (fit.reason == "") == (seg and depth)        # a reason exactly when something is left out
+    assert "\n" not in fit.reason
+
+
+def test_labels_fit_reason_names_both_label_sets():
+    r = report.labels_fit("synthetic", "nyuv2", 13, "depth").reason
+    assert "Cityscapes" in r and "13 NYUv2" in r and "metres" in r
+    assert report.labels_fit("nyuv2", "synthetic", 7).depth is False     # depth kind follows the dataset
+    assert report.model_label_set("synthetic", 19) == "cityscapes" and report.model_label_set("nyuv2", 7) is None
+
+
+def test_single_task_predictions_have_no_energy_and_score_their_task():
+    rng = np.random.default_rng(1)
+    depth = rng.random((4, 4)).astype(np.float32) + 0.5
+    stl = SimpleNamespace(seg_logits=None, seg_t_logits=None, depth=depth, depth_t=None)
+    assert not report.has_energy(stl)
+    gt_seg, gt_depth = np.zeros((4, 4), np.int64), depth + 1.0
+    m = report.evaluate_predictions([stl], [gt_seg], [gt_depth], 2, 250)
+    assert m["abs"] == pytest.approx(1.0) and np.isnan(m["pixel_acc"])
+    study = report.energy_error_study([stl], [gt_seg], [gt_depth], 250)
+    assert study == {"depth": {}, "seg": {}}
+    row, maps = report.energy_row("clean", stl, gt_seg, gt_depth, 2, 250, "m")
+    assert maps == {} and row == {"input": "clean", "direct depth Abs (m)": 1.0}

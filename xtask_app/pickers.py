@@ -26,14 +26,33 @@ class Picked:
     key: str                         # content hash, for caches
     gt_seg: np.ndarray | None = None    # h×w int64 train ids at the model size (ignore = state.ignore_index)
     gt_depth: np.ndarray | None = None  # h×w float32 model units at the model size, 0 = invalid
+    note: str = ""                   # one line: why (some) ground truth is absent ("" when it is all there)
+
+
+def sample_source(s: SampleFiles) -> str:
+    """Label set of a shipped sample's ground truth: the sample's own field when it has one
+    (indoor samples: "nyuv2"), else "cityscapes" (the Cityscapes file layout, raw ids)."""
+    for field in ("label_set", "dataset", "kind"):
+        value = getattr(s, field, None)
+        if isinstance(value, str) and value:
+            return value
+    return "cityscapes"
+
+
+def fitting_samples(state: ModelState) -> list[SampleFiles]:
+    """The shipped samples whose segmentation ground truth fits ``state``'s model."""
+    return [s for s in settings.samples() if state.fit(sample_source(s)).seg]
 
 
 def sample_arrays(state: ModelState, s: SampleFiles) -> tuple:
-    """(rgb, gt_seg, gt_depth) of a sample at ``state``'s model size (cached); see
+    """(rgb, gt_seg, gt_depth) of a sample at ``state``'s model size (cached); ground truth the
+    model cannot be scored against (another label set or depth reading) is None. See
     :func:`xtask_core.data.samples.load_sample`."""
     cfg = state.config
-    return cache.cached_sample(str(s.image), s.label and str(s.label), s.disparity and str(s.disparity),
-                               cfg.num_classes, cfg.height, cfg.width)
+    fit = state.fit(sample_source(s))
+    label = str(s.label) if fit.seg and s.label else None
+    disparity = str(s.disparity) if fit.depth and s.disparity else None
+    return cache.cached_sample(str(s.image), label, disparity, cfg.num_classes, cfg.height, cfg.width)
 
 
 def _pick_sample(state: ModelState, key: str, box) -> Picked | None:
@@ -42,15 +61,20 @@ def _pick_sample(state: ModelState, key: str, box) -> Picked | None:
         box.info(f"No samples found in {settings.samples_dir()}.")
         return None
     names = [s.name for s in found]
-    name = box.selectbox("Sample image", names, key=f"{key}_sample")
-    rgb, gt_seg, gt_depth = sample_arrays(state, found[names.index(name)])
-    return Picked(rgb, name, array_key(rgb), gt_seg, gt_depth)
+    fitting = [s.name for s in fitting_samples(state)]
+    name = box.selectbox("Sample image", names, index=names.index(fitting[0]) if fitting else 0,
+                         key=f"{key}_sample")
+    s = found[names.index(name)]
+    rgb, gt_seg, gt_depth = sample_arrays(state, s)
+    return Picked(rgb, name, array_key(rgb), gt_seg, gt_depth, state.fit(sample_source(s)).reason)
 
 
 def _pick_dataset_item(state: ModelState, key: str, box) -> Picked | None:
     cfg = state.config
     c1, c2, c3, c4 = box.columns([1, 3, 1, 1])
-    ds = c1.selectbox("Dataset", list(ITEM_DATASETS), key=f"{key}_ds")
+    datasets = list(ITEM_DATASETS)
+    ds = c1.selectbox("Dataset", datasets, key=f"{key}_ds",
+                      index=datasets.index("nyuv2") if state.label_set == "nyuv2" else 0)
     root = c2.text_input("Root folder", key=f"{key}_root",
                          value=str(settings.samples_dir()) if ds != "nyuv2" else "")
     split = c3.selectbox("Split", ["val", "train", "test"], key=f"{key}_split")
@@ -59,23 +83,29 @@ def _pick_dataset_item(state: ModelState, key: str, box) -> Picked | None:
         box.info("Type the dataset root folder.")
         return None
     path = settings.resolve_user_path(root)
-    rgb, gt_seg, gt_depth = cache.cached_dataset_item(ds, str(path), split, index,
-                                                      cfg.num_classes, cfg.height, cfg.width)
-    return Picked(rgb, f"{ds}:{split}[{index}]", array_key(rgb), gt_seg, gt_depth)
+    fit = state.fit(ds)
+    # Cityscapes-layout labels are read as 7 or 19 train ids: any valid count when they are dropped anyway.
+    n_cls = cfg.num_classes if fit.seg or ds == "nyuv2" else 7
+    rgb, gt_seg, gt_depth = cache.cached_dataset_item(ds, str(path), split, index, n_cls, cfg.height, cfg.width)
+    return Picked(rgb, f"{ds}:{split}[{index}]", array_key(rgb), gt_seg if fit.seg else None,
+                  gt_depth if fit.depth else None, fit.reason)
 
 
-def _pick_upload(key: str, box) -> Picked | None:
+def _pick_upload(state: ModelState, key: str, box) -> Picked | None:
     up = box.file_uploader("Image (PNG, JPEG, WebP, BMP, TIFF…)", key=f"{key}_upload", type=UPLOAD_TYPES)
     if up is None:
         box.info("Upload an image to run the model on it.")
         return None
     data = up.getvalue()
-    return Picked(cache.cached_upload(data), up.name, sha1_hex(data))
+    return Picked(cache.cached_upload(data), up.name, sha1_hex(data), note=state.fit(None).reason)
 
 
-def image_picker(state: ModelState, key: str, sources=SOURCES, container=None) -> Picked | None:
+def image_picker(state: ModelState, key: str, sources=SOURCES, container=None,
+                 explain_gt: bool = True) -> Picked | None:
     """Image source radio (``{key}_src``) + the matching picker. Errors show one st.error line
-    and return None, as does a source still waiting for input."""
+    and return None, as does a source still waiting for input. When the image's ground truth
+    does not fit the model (another label set, an upload) the Picked has None for it and, with
+    ``explain_gt``, one caption line says why."""
     box = container or st
     options = list(sources)
     if not settings.samples() and "Sample" in options and len(options) > 1:
@@ -83,20 +113,25 @@ def image_picker(state: ModelState, key: str, sources=SOURCES, container=None) -
     src = box.radio("Image source", options, horizontal=True, key=f"{key}_src")
     try:
         if src == "Sample":
-            return _pick_sample(state, key, box)
-        if src == "Dataset split":
-            return _pick_dataset_item(state, key, box)
-        return _pick_upload(key, box)
+            picked = _pick_sample(state, key, box)
+        elif src == "Dataset split":
+            picked = _pick_dataset_item(state, key, box)
+        else:
+            picked = _pick_upload(state, key, box)
     except USER_ERRORS as err:
         show_error(err, box.container())
         return None
+    if picked is not None and picked.note and explain_gt:
+        box.caption(f"ℹ️ {picked.note}")
+    return picked
 
 
 def subset(state: ModelState, n: int) -> tuple[list, list, list, list]:
-    """The first ``n`` samples through ``state``'s model: (predictions, gt_segs, gt_depths, names).
-    Every prediction is cached, so re-drawing never re-runs the model."""
+    """The first ``n`` samples whose labels fit ``state``'s model (:func:`fitting_samples`)
+    through it: (predictions, gt_segs, gt_depths, names). Every prediction is cached, so
+    re-drawing never re-runs the model."""
     preds, segs, deps, names = [], [], [], []
-    for s in settings.samples()[:n]:
+    for s in fitting_samples(state)[:n]:
         rgb, gs, gd = sample_arrays(state, s)
         preds.append(cache.predict(state, rgb, array_key(rgb)))
         segs.append(gs)

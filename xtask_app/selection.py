@@ -25,6 +25,7 @@ from xtask_app.messages import USER_ERRORS, one_line
 from xtask_core.checkpoint import describe
 from xtask_core.data import labels as label_sets
 from xtask_core.errors import XTaskError
+from xtask_core.evaluate.report import LABEL_SET_NAMES, LabelFit, labels_fit, model_label_set
 from xtask_core.io.keys import sha1_hex
 from xtask_core.io.paths import CHECKPOINT_SUFFIXES, find_checkpoints
 
@@ -68,7 +69,28 @@ class ModelState:
         pal = self.meta.get("palette")
         if pal is not None and len(pal) >= self.num_classes:
             return np.asarray(pal, dtype=np.uint8)[: self.num_classes]
-        return label_sets.palette("cityscapes" if self.num_classes in (7, 19) else "nyuv2", self.num_classes)
+        return label_sets.palette(self.label_set or "cityscapes", self.num_classes)
+
+    @property
+    def dataset(self) -> str:
+        """The dataset the checkpoint says it was trained on ("synthetic", "cityscapes", "nyuv2", …)."""
+        return str(self.meta.get("dataset") or "unknown")
+
+    @property
+    def label_set(self) -> str | None:
+        """"cityscapes" (7 or 19 classes), "nyuv2" (13) or None (see report.model_label_set)."""
+        return model_label_set(self.dataset, self.num_classes)
+
+    @property
+    def label_set_name(self) -> str:
+        """The label set as people name it, e.g. "NYUv2 (13 classes)"."""
+        name = LABEL_SET_NAMES.get(self.label_set or "", "unknown label set")
+        return f"{name} ({self.num_classes} classes)"
+
+    def fit(self, source: str | None) -> LabelFit:
+        """Whether ground truth from image source ``source`` ("synthetic", "cityscapes",
+        "nyuv2", "indoor"; None = an upload) can be shown and scored for this model."""
+        return labels_fit(source, self.dataset, self.num_classes, self.depth_kind)
 
     @property
     def ignore_index(self) -> int:
@@ -87,6 +109,12 @@ class ModelState:
     def depth_unit_short(self) -> str:
         """Short unit of the depth output, for colour bars and table headers."""
         return "m" if self.depth_kind == "depth" else "disparity/256"
+
+
+def shares_labels(a: ModelState, b: ModelState) -> bool:
+    """True when two checkpoints predict the same classes (same label set and class count), so
+    their segmentations and segmentation metrics can be compared class by class."""
+    return a.label_set is not None and (a.label_set, a.num_classes) == (b.label_set, b.num_classes)
 
 
 def model_state(label: str, path: str | os.PathLike) -> ModelState:
@@ -236,6 +264,9 @@ def _model_card(state: ModelState) -> None:
     bits = [f"{k} {training[k]}" for k in ("epochs", "steps") if k in training]
     if bits:
         lines.append("trained: " + ", ".join(bits))
+    if d.get("loss_reduction"):
+        lines.append(f"loss reduction: {d['loss_reduction']}"
+                     + (" (the original's arithmetic)" if d["loss_reduction"] == "original" else " (masked means)"))
     with st.sidebar.container(border=True):
         st.markdown("  \n".join(lines))
         if d["dataset"] == "synthetic":

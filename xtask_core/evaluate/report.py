@@ -9,10 +9,12 @@ how well the label-free consistency energy predicts the true error.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 
+from xtask_core.data.labels import DEPTH_KINDS
 from xtask_core.evaluate import analysis
 from xtask_core.evaluate.metrics import SegDepthMetrics
 
@@ -27,6 +29,81 @@ HIGHER_IS_BETTER = {"pixel_acc": True, "miou": True, "miou_per_image": True, "de
 BEFORE_AFTER_ROWS = [("pixel_acc", "pixel accuracy"), ("miou", "mIoU (dataset)"), ("abs", "depth Abs"),
                      ("abs_rel", "depth Abs Rel"), ("rmse", "depth RMSE"), ("delta1", "δ < 1.25"),
                      ("loss", "val loss")]
+
+
+# Label sets a model or an image source can carry, as people name them.
+LABEL_SET_NAMES = {"cityscapes": "Cityscapes", "nyuv2": "NYUv2"}
+# Image sources → label set of their ground truth: raw Cityscapes ids (turned into 7 or 19
+# train ids), or the 13 NYUv2 classes. "synthetic" = xtask's street scenes (raw Cityscapes ids);
+# "indoor" = its rooms in the NYUv2 layout.
+SOURCE_LABEL_SETS = {"cityscapes": "cityscapes", "synthetic": "cityscapes", "street": "cityscapes",
+                     "nyuv2": "nyuv2", "indoor": "nyuv2"}
+_DEPTH_WORDS = {"disparity": "disparity", "depth": "depth in metres"}
+_SOURCE_WORDS = {"cityscapes": "Cityscapes (street classes, disparity)",
+                 "nyuv2": "NYUv2 (13 indoor classes, depth in metres)"}
+
+
+def model_label_set(dataset: str | None, num_classes: int) -> str | None:
+    """Label set a model predicts: "cityscapes" (7 or 19 classes from Cityscapes ids), "nyuv2"
+    (13 classes), or None when its (dataset, class count) pair is none of these. A missing or
+    "unknown" dataset is read off the class count (13 → NYUv2, 7/19 → Cityscapes), as for the
+    original code's files."""
+    name = str(dataset or "unknown").lower()
+    if name == "unknown":
+        name = "nyuv2" if num_classes == 13 else "cityscapes"
+    name = SOURCE_LABEL_SETS.get(name, name)
+    if (name, int(num_classes)) in (("cityscapes", 7), ("cityscapes", 19), ("nyuv2", 13)):
+        return name
+    return None
+
+
+@dataclass(frozen=True)
+class LabelFit:
+    """Whether an image source's ground truth can be shown and scored for a model.
+
+    ``seg``/``depth``: that task's ground truth fits the model; ``reason``: one sentence saying
+    why some ground truth is left out ("" when everything fits)."""
+
+    seg: bool
+    depth: bool
+    reason: str = ""
+
+    def __bool__(self) -> bool:
+        return self.seg or self.depth
+
+
+def labels_fit(source: str | None, dataset: str | None, num_classes: int, depth_kind: str | None = None) -> LabelFit:
+    """Can ground truth from ``source`` be compared with a model trained on ``dataset`` with
+    ``num_classes`` classes whose depth output is ``depth_kind`` ("disparity" | "depth")?
+
+    ``source``: the image source's label set or dataset ("cityscapes", "synthetic", "street",
+    "nyuv2", "indoor"); None (an upload) has no ground truth. Segmentation fits when both use
+    the same label set (Cityscapes ids become 7 or 19 train ids; NYUv2 has 13 classes); depth
+    fits when it is read the same way (disparity for street scenes, metres for NYUv2), which
+    ``depth_kind`` defaults to from ``dataset``. Never raises: an unknown source or model fits
+    nothing, and ``reason`` says why.
+    """
+    if source is None:
+        return LabelFit(False, False, "An uploaded image has no ground truth, so errors and metrics "
+                                      "that need it are not shown.")
+    src = SOURCE_LABEL_SETS.get(str(source).lower())
+    if src is None:
+        return LabelFit(False, False, f"Unknown image source {source!r}: its ground truth is not shown.")
+    mine = model_label_set(dataset, num_classes)
+    kind = depth_kind or DEPTH_KINDS.get(str(dataset or "").lower(), "disparity")
+    seg = mine == src
+    depth = seg and kind == DEPTH_KINDS[src]
+    if seg and depth:
+        return LabelFit(True, True)
+    if not seg:
+        model_words = (f"{num_classes} {LABEL_SET_NAMES[mine]} classes" if mine
+                       else f"{num_classes} classes of no known label set")
+        reason = (f"Ground truth not shown: this image is labelled for {_SOURCE_WORDS[src]}, the model predicts "
+                  f"{model_words} and {_DEPTH_WORDS.get(kind, kind)}; metrics that need ground truth are left out.")
+    else:
+        reason = (f"Depth ground truth not shown: this image has {_DEPTH_WORDS[DEPTH_KINDS[src]]}, the model "
+                  f"predicts {_DEPTH_WORDS.get(kind, kind)}.")
+    return LabelFit(seg, depth, reason)
 
 
 def image_metrics(seg_logits: np.ndarray | None, depth: np.ndarray | None, gt_seg: np.ndarray | None,
@@ -53,11 +130,21 @@ def evaluate_predictions(preds: Sequence, gt_segs: Sequence, gt_depths: Sequence
     for p, gs, gd in zip(preds, gt_segs, gt_depths):
         seg = p.seg_t_logits if transferred else p.seg_logits
         dep = p.depth_t if transferred else p.depth
+        gs = gs if seg is not None else None      # a single-task model has no output for the other task
+        gd = gd if dep is not None else None
+        if gs is None and gd is None:
+            continue
         m.update(torch.as_tensor(seg)[None] if gs is not None else None,
                  torch.as_tensor(dep)[None, None] if gd is not None else None,
                  torch.as_tensor(gs)[None] if gs is not None else None,
                  torch.as_tensor(gd)[None, None] if gd is not None else None)
     return m.compute()
+
+
+def has_energy(pred) -> bool:
+    """True when a Prediction has all four outputs (direct and transferred segmentation and
+    depth), so its consistency energy exists; a single-task model or a direct-only run has not."""
+    return all(getattr(pred, k, None) is not None for k in ("seg_logits", "seg_t_logits", "depth", "depth_t"))
 
 
 def metrics_row(name: str, m: Mapping) -> dict:
@@ -100,11 +187,14 @@ def energy_error_study(preds: Sequence, gt_segs: Sequence, gt_depths: Sequence, 
     the prediction size (None entries are skipped for that task). Pixels of all images are pooled.
     Returns ``{"depth": {...}, "seg": {...}}``, each with ``sparsification`` (analysis dict),
     ``binned`` (DataFrame), ``report`` (spearman, ause, aurg, …, auroc for seg) — or an empty
-    dict when no image had that ground truth. Depth: error = |direct − GT| vs energy =
+    dict when no image had that ground truth. Predictions without energy (:func:`has_energy`) are skipped.
+    Depth: error = |direct − GT| vs energy =
     |transferred − direct|; seg: error = wrong (0/1) vs energy = KL(direct ‖ transferred).
     """
     dep_err, dep_en, seg_err, seg_en = [], [], [], []
     for p, gs, gd in zip(preds, gt_segs, gt_depths):
+        if not has_energy(p):
+            continue
         e = analysis.energy_maps(p.seg_logits, p.seg_t_logits, p.depth, p.depth_t)
         if gd is not None:
             d = analysis.depth_error_maps(p.depth, gd)
@@ -138,14 +228,22 @@ def energy_row(name: str, pred, gt_seg: np.ndarray | None, gt_depth: np.ndarray 
 
     Row: ``input`` = ``name``, the mean seg energy (KL, nats), mean depth energy (``depth_unit``)
     and the share of pixels whose direct and transferred classes differ (%); with ground truth
-    also the direct pixel accuracy (%) and depth Abs. Maps: :func:`analysis.energy_maps`."""
-    e = analysis.energy_maps(pred.seg_logits, pred.seg_t_logits, pred.depth, pred.depth_t)
-    row = {"input": name, "seg energy KL (nats)": round(e["seg_kl_mean"], 4),
-           f"depth energy ({depth_unit})": round(e["depth_abs_mean"], 5),
-           "direct vs transferred disagree (%)": round(100 * float(e["disagree"].mean()), 2)}
+    also the direct pixel accuracy (%) and depth Abs (``depth_unit``). Maps:
+    :func:`analysis.energy_maps`, or an empty dict (and no energy columns) for a prediction
+    without energy (:func:`has_energy`)."""
+    row: dict = {"input": name}
+    e: dict = {}
+    if has_energy(pred):
+        e = analysis.energy_maps(pred.seg_logits, pred.seg_t_logits, pred.depth, pred.depth_t)
+        row.update({"seg energy KL (nats)": round(e["seg_kl_mean"], 4),
+                    f"depth energy ({depth_unit})": round(e["depth_abs_mean"], 5),
+                    "direct vs transferred disagree (%)": round(100 * float(e["disagree"].mean()), 2)})
     if gt_seg is not None or gt_depth is not None:
         m = image_metrics(pred.seg_logits, pred.depth, gt_seg, gt_depth, num_classes, ignore_index)
-        row.update({"direct pixel acc (%)": round(100 * m["pixel_acc"], 2), "direct depth Abs": round(m["abs"], 5)})
+        if pred.seg_logits is not None and gt_seg is not None:
+            row["direct pixel acc (%)"] = round(100 * m["pixel_acc"], 2)
+        if pred.depth is not None and gt_depth is not None:
+            row[f"direct depth Abs ({depth_unit})"] = round(m["abs"], 5)
     return row, e
 
 

@@ -56,3 +56,20 @@ def wipe(before: np.ndarray, after: np.ndarray, position: float) -> np.ndarray:
     if 0 < cut < w:
         out[:, max(0, cut - 1): cut + 1] = 255
     return out
+
+
+def absent_outputs_note(pred) -> str:
+    """One line naming what a Prediction lacks, "" when it has all four outputs: a single-task
+    model predicts one task only (None for the other), and without transferred outputs there is
+    no consistency energy."""
+    has_seg, has_depth = pred.seg_logits is not None, pred.depth is not None
+    has_transfer = pred.seg_t_logits is not None and pred.depth_t is not None
+    if not has_seg and not has_depth:
+        return "This prediction has neither segmentation nor depth."
+    if not has_seg or not has_depth:
+        task, other = ("depth", "segmentation") if has_seg is False else ("segmentation", "depth")
+        return (f"This single-task model predicts {task} only: there is no {other}, and no transferred "
+                "output or consistency energy.")
+    if not has_transfer:
+        return "This prediction has no transferred outputs, so there is no consistency energy."
+    return ""
