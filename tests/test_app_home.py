@@ -130,3 +130,16 @@ def test_page_runs_from_a_relative_path(tmp_path, monkeypatch):
     st.cache_resource.clear()
     at = AppTest.from_file("../app_pages/home.py", default_timeout=60).run()
     assert not at.exception and at.title[0].value == "Cross-task consistency explorer"
+
+
+def test_model_card_names_the_loss_reduction(tmp_path, monkeypatch):
+    from tests.app_helpers import tiny_model
+    from xtask_core.checkpoint import default_meta, save_checkpoint
+
+    env = make_app_env(tmp_path, n_checkpoints=0)
+    meta = default_meta(7, "synthetic")
+    meta.update(name="old run", training={"epochs": 2, "train_config": {"lr": 1e-3}})  # saved before the option
+    save_checkpoint(tmp_path / "checkpoints" / "old.safetensors", tiny_model(0), meta)
+    at = run_page("home", env, monkeypatch)
+    assert not at.exception
+    assert "loss reduction: masked (masked means)" in app_text(at)

@@ -390,6 +390,24 @@ def test_describe(tmp_path, tiny_model):
     json.dumps(card)
 
 
+@pytest.mark.parametrize("train_config, want", [
+    (None, None),                                   # no training summary (e.g. the original's model.pth)
+    ({"lr": 1e-3}, "masked"),                       # trained before the option: the masked means
+    ({"loss_reduction": "original"}, "original"),
+    ({"loss_reduction": "masked"}, "masked")])
+def test_describe_names_the_loss_reduction(tmp_path, tiny_model, train_config, want):
+    meta = ck.default_meta(7, "synthetic")
+    meta["training"] = {"epochs": 1} if train_config is None else {"epochs": 1, "train_config": train_config}
+    loaded = ck.load_checkpoint(ck.save_checkpoint(tmp_path / "d.safetensors", tiny_model, meta), "cpu")
+    assert ck.describe(loaded)["loss_reduction"] == want
+
+
+def test_shipped_demos_say_they_were_trained_with_masked_means(repo_root):
+    for name in ("demo-consistency", "demo-no-consistency"):
+        loaded = ck.load_checkpoint(repo_root / "checkpoints" / name / "best.safetensors", "cpu")
+        assert ck.describe(loaded)["loss_reduction"] == "masked"
+
+
 def test_top_level_exports(tmp_path, tiny_model):
     import xtask_core
     p = xtask_core.save_checkpoint(tmp_path / "t.safetensors", tiny_model)

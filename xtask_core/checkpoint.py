@@ -442,6 +442,9 @@ def describe(loaded: Loaded) -> dict:
         "ttnet_widths": list(cfg.ttnet_widths),
         "batch_norm": cfg.batch_norm,
         "training": training,
+        # the loss's reduction mode; runs saved before the option existed used the masked means
+        "loss_reduction": (training["train_config"].get("loss_reduction", "masked")
+                           if isinstance(training.get("train_config"), dict) else None),
         "epochs": training.get("epochs", training.get("epoch")),
         "steps": training.get("steps", training.get("step")),
     }
