@@ -374,7 +374,7 @@ def _release_lock(owner: str, runs_root: Path, run_dir: Path) -> None:
 def start_job(train_args: Mapping[str, Any] | TrainConfig, run_dir: str | os.PathLike, *,
               python: str = sys.executable, owner: str = "default",
               runs_root: str | os.PathLike | None = None, env: Mapping[str, str] | None = None,
-              cwd: str | os.PathLike | None = None) -> JobHandle:
+              cwd: str | os.PathLike | None = None, argv: list[str] | None = None) -> JobHandle:
     """Launch the trainer on ``train_args`` writing into ``run_dir``; return at once.
 
     ``run_dir`` must be inside ``runs_root`` (default: its parent) and new: missing or empty
@@ -390,7 +390,8 @@ def start_job(train_args: Mapping[str, Any] | TrainConfig, run_dir: str | os.Pat
     if run_dir.exists() and (not run_dir.is_dir() or any(run_dir.iterdir())):
         raise XTaskError(f"run folder {run_dir} already exists and is not empty; "
                          "pick a new run name (runs are never overwritten)")
-    argv = [str(python), "-m", "xtask_core", *train_argv(train_args, run_dir)]  # validates first
+    # argv: another job's command line after the interpreter (e.g. the per-image records job)
+    argv = [str(python), *(argv if argv is not None else ["-m", "xtask_core", *train_argv(train_args, run_dir)])]
     run_dir.mkdir(parents=True, exist_ok=True)
     lock = _acquire_lock(owner, root, run_dir)
     try:
