@@ -8,8 +8,10 @@ wrong dataset folder) prints ONE line ``xtask: error: ...`` on stderr and exits 
 Ctrl-C exits with 130; an unexpected internal error prints one line and exits with 1.
 Set ``XTASK_DEBUG=1`` to get the full traceback instead.
 
-Heavy imports (torch, the model, datasets) happen inside the command handlers, so
-``xtask --help`` stays fast.
+Heavy imports (torch, numpy, the model, datasets) happen inside the command handlers, so
+``xtask --help`` stays fast (about 0.1 s instead of several seconds); the library functions the
+handlers call live in their layers (``train.run_config``, ``tools.checkpoint_eval``,
+``tools.predict_files``, ...), this module only parses, dispatches and prints.
 """
 from __future__ import annotations
 
@@ -19,32 +21,28 @@ import math
 import os
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import fields
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
+from xtask_core import __version__
 from xtask_core.config import (
-    DATASET_DEFAULTS,
     DATASETS,
     DEPTH_LOSSES,
     ENC_LAYERS,
+    LOSS_REDUCTIONS,
     METHODS,
     PRECISIONS,
+    TASKS,
     TDEP_LOSSES,
     TSEG_LOSSES,
     TrainConfig,
 )
 from xtask_core.errors import XTaskError
+from xtask_core.io.atomic import atomic_write_text
 
 PROG = "xtask"
-ARCH_FLAGS = ("enc_layers", "num_classes", "mid_features", "ttnet_features", "wider_ttnet",
-              "batch_norm")
-MIOU_DEFINITIONS = {
-    "miou": "dataset-level mIoU: one confusion matrix accumulated over every evaluated pixel of "
-            "the split, IoU per class, mean over classes that occur (the standard definition)",
-    "miou_per_image": "the original xtask_mt definition: for each image the mean IoU over the "
-                      "classes present in its prediction or target, then averaged over images",
-}
 
 
 class UsageError(Exception):
@@ -93,7 +91,8 @@ def _add_device_flags(p: argparse.ArgumentParser, precision_default: str | None)
 def _train_parser(sub) -> None:
     p = sub.add_parser(
         "train", help="train a model (writes a run folder)",
-        description="Train an XTaskNet. Flags keep the original xtask_mt names; a flag that is "
+        description="Train an XTaskNet (or, with --task segmt|depth, a single-task baseline). "
+                    "Flags keep the original xtask_mt names; a flag that is "
                     "not given takes its per-dataset default (Cityscapes / NYUv2 table of the "
                     "original; 'synthetic' uses the Cityscapes values).",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
@@ -129,12 +128,22 @@ def _train_parser(sub) -> None:
     g.add_argument("--tseg_loss", choices=TSEG_LOSSES, default=None, help="transferred seg loss")
     g.add_argument("--method", choices=METHODS, default=None,
                    help="xtsc: transferred vs direct predictions; xtc: transferred vs targets")
+    g.add_argument("--loss_reduction", choices=LOSS_REDUCTIONS, default=None,
+                   help="original (default): the original code's arithmetic, e.g. the transferred-seg "
+                        "cross-entropy averaged over all pixels; masked: every masked term averaged "
+                        "over the pixels its mask keeps")
     g.add_argument("--uncertainty_weights", action="store_true", default=None,
                    help="Kendall et al. uncertainty weighting of the two loss groups")
     g.add_argument("--gradnorm", action="store_true", default=None, help="GradNorm weighting")
+    g.add_argument("--pcgrad", action="store_true", default=None,
+                   help="PCGrad: project away the conflicting part of the label and image groups' "
+                        "gradients, then sum (instead of uncertainty weights / GradNorm)")
     g.add_argument("-n", "--num_classes", type=int, default=None, help="7 or 19 (Cityscapes), 13 (NYUv2)")
     g.add_argument("--ignore_index", type=int, default=None)
     g = p.add_argument_group("model")
+    g.add_argument("--task", choices=TASKS, default=None,
+                   help="both: the cross-task network (default); segmt / depth: the original's single-task "
+                        "baseline (encoder + one decoder, same per-dataset defaults)")
     g.add_argument("--enc_layers", type=int, choices=ENC_LAYERS, default=None, help="ResNet depth")
     g.add_argument("--use_pretrain", nargs="?", const="", default=None, metavar="RESNET_FILE",
                    help="local torchvision ResNet state-dict file for the encoder (nothing is downloaded)")
@@ -159,6 +168,9 @@ def _train_parser(sub) -> None:
                    help="also write a metrics.csv row every N steps (0 = per epoch only)")
     g.add_argument("--val_every", type=_nonneg_int, default=None,
                    help="validate every N epochs (0 = only at the end of the run; default 1)")
+    g.add_argument("--cosine_every", type=_nonneg_int, default=None,
+                   help="log the cosine of the two loss groups' gradients at the shared encoder every N "
+                        "steps (0 = off; default 50)")
     g.add_argument("--notqdm", action="store_true", default=False, help="no progress bars (original flag)")
     p.set_defaults(func=cmd_train)
 
@@ -166,8 +178,6 @@ def _train_parser(sub) -> None:
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog=PROG, description="Cross-task consistency multi-task learning "
                                             "(semantic segmentation + depth): train, evaluate, predict.")
-    from xtask_core import __version__
-
     parser.add_argument("--version", action="version", version=f"xtask {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
 
@@ -261,58 +271,14 @@ def cmd_synth(args) -> int:
 
 # --------------------------------------------------------------------------- train
 _TRAIN_FIELDS = tuple(f.name for f in fields(TrainConfig))
-_ARG_ONLY = ("b1", "b2", "device", "notqdm")
 
 
 def train_config_from_args(args) -> TrainConfig:
-    """TrainConfig from parsed ``train`` flags.
+    """TrainConfig from parsed ``train`` flags (see :mod:`xtask_core.train.run_config`)."""
+    from xtask_core.train.run_config import train_config_from_options  # lazy: torch, see module docstring
 
-    New run: per-dataset defaults (FACTS §3), then the flags that were given; with
-    ``--init_checkpoint`` the architecture flags not given are read off that checkpoint.
-    ``--resume``: the run's saved config, then the flags that were given (e.g. more epochs).
-    """
-    given = {name: getattr(args, name) for name in _TRAIN_FIELDS
-             if getattr(args, name, None) is not None}
-    if "betas" in given:
-        given["betas"] = tuple(given["betas"])
-    if args.b1 is not None or args.b2 is not None:
-        if "betas" in given:
-            raise XTaskError("give either --betas or --b1/--b2, not both")
-        base_betas = TrainConfig().betas
-        given["betas"] = (args.b1 if args.b1 is not None else base_betas[0],
-                          args.b2 if args.b2 is not None else base_betas[1])
-    if given.get("use_pretrain") == "":
-        raise XTaskError("--use_pretrain needs a local ResNet weights file (nothing is downloaded), "
-                         "e.g. --use_pretrain resnet34.pth")
-    if args.resume:
-        if not args.out:
-            raise XTaskError("--resume needs --out RUN_DIR (the run to continue)")
-        from xtask_core.checkpoint import load_train_state
-
-        state_path = Path(args.out) / "last.state.pt"
-        if not state_path.exists():
-            raise XTaskError(f"cannot resume: {state_path} does not exist")
-        saved = load_train_state(state_path).get("train_config")
-        if not isinstance(saved, dict):
-            raise XTaskError(f"{state_path} holds no training config; cannot resume it")
-        changed = [k for k in ARCH_FLAGS + ("height", "width") if k in given and given[k] != saved.get(k)]
-        if changed:
-            raise XTaskError(f"cannot change {', '.join(changed)} when resuming; start a new run "
-                             "with --init_checkpoint instead")
-        values = dict(saved)
-        values.update(given)
-        values.update(resume=True, out=str(args.out))
-        return TrainConfig.from_dict(values)
-    dataset = given.pop("dataset", None) or "synthetic"
-    if given.get("init_checkpoint"):
-        from xtask_core.checkpoint import load_checkpoint
-
-        loaded = load_checkpoint(given["init_checkpoint"], device="cpu")
-        for name in ARCH_FLAGS + ("height", "width"):
-            given.setdefault(name, getattr(loaded.config, name))
-    if not given.get("out"):
-        given["out"] = str(Path("runs") / f"{dataset}-{time.strftime('%Y%m%d-%H%M%S')}")
-    return TrainConfig.for_dataset(dataset, **given)
+    given = {name: getattr(args, name, None) for name in _TRAIN_FIELDS}
+    return train_config_from_options(given, b1=args.b1, b2=args.b2)
 
 
 def cmd_train(args) -> int:
@@ -349,94 +315,12 @@ def cmd_train(args) -> int:
 
 
 # --------------------------------------------------------------------------- eval
-def _clean(value: Any) -> Any:
-    """JSON-safe: NaN/Inf → None, numpy/torch scalars → Python numbers, recursively."""
-    if isinstance(value, dict):
-        return {str(k): _clean(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_clean(v) for v in value]
-    if hasattr(value, "tolist") and not isinstance(value, (str, bytes)):
-        return _clean(value.tolist())
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
-
-
 def _device(args):
     from xtask_core.device import default_device
 
     if args.cpu:
         return default_device("cpu")
     return default_device(args.device)
-
-
-def evaluate_checkpoint(checkpoint: str, *, dataset: str | None = None, input_path: str | None = None,
-                        split: str = "val", limit: int = 0, direct_only: bool = False,
-                        batch_size: int = 8, height: int | None = None, width: int | None = None,
-                        workers: int | None = None, device=None, precision: str = "fp32",
-                        exact: bool = False) -> dict[str, Any]:
-    """Evaluate ``checkpoint`` on a dataset split → JSON-ready dict (see ``xtask eval --help``).
-
-    Runs :func:`xtask_core.evaluate.split.evaluate_split`: the fast path at ``precision`` by default,
-    the model itself in eager fp32 with ``exact=True``.
-    """
-    from xtask_core.checkpoint import load_checkpoint
-    from xtask_core.evaluate.split import evaluate_split
-    from xtask_core.train.losses import XTaskLoss
-    from xtask_core.train.trainer import make_split
-
-    loaded = load_checkpoint(checkpoint, device=device)
-    dev = next(loaded.model.parameters()).device
-    mcfg, meta = loaded.config, loaded.meta
-    if dataset is None:
-        dataset = meta.get("dataset")
-        if dataset not in DATASETS:
-            raise XTaskError(f"the checkpoint does not record a known dataset ({dataset!r}); "
-                             f"pass --dataset ({', '.join(DATASETS)})")
-    defaults = DATASET_DEFAULTS[dataset]
-    input_path = input_path or defaults["input_path"]
-    if not Path(input_path).exists():
-        hint = " (create it with: xtask synth --out DIR)" if dataset == "synthetic" else ""
-        raise XTaskError(f"dataset folder {input_path} does not exist{hint}")
-    saved = (meta.get("training") or {}).get("train_config") or {}
-    loss_opts = {k: saved.get(k, defaults.get(k, d)) for k, d in
-                 (("lambda_1", 0.01), ("lambda_2", 0.01), ("label_smoothing", 0.0), ("lp", "L1"),
-                  ("tdep_loss", "L1"), ("tseg_loss", "cross"), ("method", "xtsc"))}
-    ignore_index = defaults["ignore_index"]
-    cfg = TrainConfig.for_dataset(dataset, input_path=str(input_path), num_classes=mcfg.num_classes,
-                                  height=height or mcfg.height, width=width or mcfg.width,
-                                  ignore_index=ignore_index)
-    ds = make_split(cfg, split, augment=False, limit=limit)
-    loss_fn = XTaskLoss(mcfg.num_classes, ignore_index=ignore_index, **loss_opts).to(dev)
-    t0 = time.time()
-    res = evaluate_split(loaded, ds, batch_size=batch_size, fast=not exact, precision=precision,
-                         direct_only=direct_only, workers=workers, loss_fn=loss_fn, device=dev,
-                         ignore_index=ignore_index)
-    seconds = time.time() - t0
-    prec = res["precision"]
-    names = list(meta.get("class_names") or [f"class {i}" for i in range(mcfg.num_classes)])
-    ious = list(res.get("iou_per_class") or [])
-    out: dict[str, Any] = {
-        "checkpoint": str(checkpoint), "source": loaded.source, "dataset": dataset,
-        "input_path": str(input_path), "split": split, "n_images": res["n_images"],
-        "num_classes": mcfg.num_classes, "input_size": [cfg.height, cfg.width],
-        "direct_only": direct_only, "precision": prec, "device": str(dev), "seconds": seconds,
-        "exact": exact, "model_path": res["eval_path"],
-        "miou": res.get("miou"), "miou_per_image": res.get("miou_per_image"),
-        "pixel_acc": res.get("pixel_acc"),
-    }
-    for k in ("abs", "abs_rel", "rmse", "delta1", "delta2", "delta3"):
-        out[k] = res.get(k)
-    out["depth_unit"] = meta.get("depth_kind", "disparity")
-    out["depth_unit_note"] = meta.get("depth_scale_note", "")
-    out["iou_per_class"] = {names[i] if i < len(names) else f"class {i}": v for i, v in enumerate(ious)}
-    if "loss" in res:
-        out["loss"] = {k.removeprefix("loss_"): res[k] for k in res if k.startswith("loss_")}
-    out["definitions"] = dict(MIOU_DEFINITIONS, loss="unbalanced total = label + image group losses, "
-                                                      "mean per image, with the checkpoint's loss options")
-    if dataset == "synthetic":
-        out["note"] = "synthetic street scenes: numbers are not comparable with real Cityscapes"
-    return _clean(out)
 
 
 def _fmt(v: Any) -> str:
@@ -454,6 +338,8 @@ def cmd_eval(args) -> int:
         return records_cli.run(args)
     if len(args.checkpoint) > 1:
         raise XTaskError("several --checkpoint need --per-image FILE.parquet")
+    from xtask_core.tools.checkpoint_eval import evaluate_checkpoint  # torch: only for this command
+
     res = evaluate_checkpoint(args.checkpoint[0], dataset=args.dataset, input_path=args.input_path,
                               split=args.split, limit=args.limit, direct_only=args.direct_only,
                               batch_size=args.batch_size, height=args.height, width=args.width,
@@ -472,115 +358,12 @@ def cmd_eval(args) -> int:
         _out(f"  {name:<{width}}  {_fmt(value)}")
     _out("  IoU per class: " + ", ".join(f"{k} {_fmt(v)}" for k, v in res["iou_per_class"].items()))
     if args.json:
-        from xtask_core.io.atomic import atomic_write_text
-
         atomic_write_text(args.json, json.dumps(res, indent=2))
         _out(f"wrote {args.json}")
     return 0
 
 
 # --------------------------------------------------------------------------- predict
-def _predict_arrays(loaded, rgb, device, precision: str, size):
-    """→ dict of numpy outputs at the model input size, via inference.Predictor when present."""
-    import numpy as np
-
-    try:
-        from xtask_core.inference.predictor import Predictor
-    except ImportError:
-        Predictor = None
-    if Predictor is not None:
-        pred = Predictor(loaded, device=device, precision=precision).predict(rgb, size=size)
-        return {"input_rgb": np.asarray(pred.input_rgb), "seg_logits": np.asarray(pred.seg_logits),
-                "seg_t_logits": np.asarray(pred.seg_t_logits), "depth": np.asarray(pred.depth),
-                "depth_t": np.asarray(pred.depth_t)}
-    # Fallback without the fast path: plain fp32 forward on a resized copy.
-    import torch
-    from PIL import Image
-
-    from xtask_core.data.transforms import normalize_image
-
-    h, w = size
-    small = np.array(Image.fromarray(rgb).resize((w, h), Image.BILINEAR))  # writable copy
-    x = normalize_image(small)[None].to(device)
-    with torch.no_grad():
-        seg, seg_t, depth, depth_t = loaded.model(x)
-    return {"input_rgb": small, "seg_logits": seg[0].float().cpu().numpy(),
-            "seg_t_logits": seg_t[0].float().cpu().numpy(), "depth": depth[0, 0].float().cpu().numpy(),
-            "depth_t": depth_t[0, 0].float().cpu().numpy()}
-
-
-def predict_image(loaded, image_path: str, out_dir: Path, *, device, precision: str = "auto",
-                  size: tuple[int, int] | None = None, cmap: str = "magma",
-                  rgb=None) -> dict[str, Any]:
-    """Predict one image and write PNGs, .npy arrays and summary.json into ``out_dir``.
-
-    ``rgb``: the already decoded H×W×3 uint8 image of ``image_path`` (skips decoding it again).
-    """
-    import numpy as np
-
-    from xtask_core.io.atomic import atomic_write_bytes, atomic_write_text
-    from xtask_core.io.images import load_image, to_png_bytes
-    from xtask_core.viz import colour as viz
-
-    # writable copy: torch warns on read-only arrays
-    rgb = np.array(load_image(image_path) if rgb is None else rgb)
-    size = size or (loaded.config.height, loaded.config.width)
-    if size[0] % 32 or size[1] % 32:
-        raise XTaskError(f"--height and --width must be multiples of 32, got {size[0]}x{size[1]}")
-    arr = _predict_arrays(loaded, rgb, device, precision, size)
-    seg, seg_t = arr["seg_logits"].argmax(0), arr["seg_t_logits"].argmax(0)
-    depth, depth_t = arr["depth"].astype(np.float32), arr["depth_t"].astype(np.float32)
-    palette = np.asarray(loaded.meta.get("palette"), dtype=np.uint8)
-    # one shared colour range, so direct and transferred depth PNGs are comparable by eye
-    finite = np.concatenate([depth[np.isfinite(depth)], depth_t[np.isfinite(depth_t)]])
-    vmin = float(np.percentile(finite, 1)) if finite.size else 0.0
-    vmax = float(np.percentile(finite, 99)) if finite.size else 1.0
-    if vmax <= vmin:
-        vmax = vmin + 1e-6
-    out_dir.mkdir(parents=True, exist_ok=True)
-    pngs = {"input.png": arr["input_rgb"].astype(np.uint8),
-            "seg.png": viz.colorize_seg(seg, palette),
-            "seg_transferred.png": viz.colorize_seg(seg_t, palette),
-            "depth.png": viz.colorize_depth(depth, cmap=cmap, vmin=vmin, vmax=vmax),
-            "depth_transferred.png": viz.colorize_depth(depth_t, cmap=cmap, vmin=vmin, vmax=vmax),
-            "overlay.png": viz.overlay(arr["input_rgb"].astype(np.uint8), viz.colorize_seg(seg, palette), 0.5)}
-    for name, img in pngs.items():
-        atomic_write_bytes(out_dir / name, to_png_bytes(np.asarray(img)))
-    npys = {"seg.npy": seg.astype(np.int32), "seg_transferred.npy": seg_t.astype(np.int32),
-            "seg_logits.npy": arr["seg_logits"].astype(np.float32),
-            "seg_transferred_logits.npy": arr["seg_t_logits"].astype(np.float32),
-            "depth.npy": depth, "depth_transferred.npy": depth_t}
-    for name, a in npys.items():
-        np.save(out_dir / name, a)
-    names = list(loaded.meta.get("class_names") or [])
-    n_pix = float(seg.size)
-
-    def fractions(labels):
-        counts = np.bincount(labels.ravel(), minlength=len(names) or int(labels.max()) + 1)
-        return {(names[i] if i < len(names) else f"class {i}"): round(float(c) / n_pix, 6)
-                for i, c in enumerate(counts)}
-
-    def stats(d):
-        return {"min": float(np.min(d)), "max": float(np.max(d)), "mean": float(np.mean(d))}
-
-    summary = {
-        "checkpoint": str(loaded.path), "image": str(image_path), "image_size": list(rgb.shape[:2]),
-        "model_input_size": list(size), "outputs_at": "model input size",
-        "depth_unit": loaded.meta.get("depth_kind", "disparity"),
-        "depth_unit_note": loaded.meta.get("depth_scale_note", ""),
-        "class_names": names,
-        "seg_class_fraction": fractions(seg), "seg_transferred_class_fraction": fractions(seg_t),
-        "depth_stats": stats(depth), "depth_transferred_stats": stats(depth_t),
-        "consistency": {"seg_agreement": float((seg == seg_t).mean()),
-                        "depth_mean_abs_diff": float(np.abs(depth - depth_t).mean())},
-        "depth_colour_range": [vmin, vmax], "cmap": cmap,
-        "files": sorted(list(pngs) + list(npys)),
-    }
-    summary = _clean(summary)
-    atomic_write_text(out_dir / "summary.json", json.dumps(summary, indent=2))
-    return summary
-
-
 def cmd_predict(args) -> int:
     from xtask_core.io.images import load_image
 
@@ -590,10 +373,10 @@ def cmd_predict(args) -> int:
     # Decode every image before loading the model: a bad file fails in a fraction of a second
     # and before any output is written (not after the earlier images' results).
     images = [load_image(p) for p in args.image]
-    from xtask_core.checkpoint import (
-        load_checkpoint,  # imports torch: only once the inputs are known good
-    )
+    # torch: imported only once the inputs are known good
+    from xtask_core.checkpoint import load_checkpoint
     from xtask_core.inference.precision import resolve_precision
+    from xtask_core.tools.predict_files import predict_image
 
     dev = _device(args)
     prec = resolve_precision(dev, args.precision)

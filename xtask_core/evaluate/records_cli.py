@@ -13,7 +13,6 @@ import math
 import os
 import sys
 from pathlib import Path
-from typing import Any
 
 from xtask_core.checkpoint import load_checkpoint
 from xtask_core.config import DATASET_DEFAULTS, DATASETS
@@ -23,19 +22,9 @@ from xtask_core.evaluate.record_summary import score_vs_error, totals
 from xtask_core.evaluate.records import RecordsProgress, records_for
 from xtask_core.evaluate.sources import dataset_source, folder_source
 from xtask_core.io.atomic import atomic_write_text
+from xtask_core.io.json_safe import json_safe
 
 __all__ = ["run"]
-
-
-def _clean(value: Any) -> Any:
-    """JSON-safe: NaN/Inf → None, recursively."""
-    if isinstance(value, dict):
-        return {str(k): _clean(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_clean(v) for v in value]
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
 
 
 class _Bar:
@@ -125,6 +114,6 @@ def run(args) -> int:
                    "note": "dataset-level totals recomputed from the per-image records (depth errors "
                            "pooled over valid pixels); equal to 'xtask eval' up to float rounding",
                    "checkpoints": tot}
-        atomic_write_text(args.json, json.dumps(_clean(payload), indent=2))
+        atomic_write_text(args.json, json.dumps(json_safe(payload), indent=2))
         print(f"wrote {args.json}", flush=True)
     return 0
