@@ -1,4 +1,5 @@
-"""Run the xtask benchmarks: ``python bench/run.py [--json FILE] [--quick]`` (same as ``xtask bench``).
+"""Run the xtask benchmarks: ``python bench/run.py [--json FILE] [--quick]`` (same as ``xtask bench``; the
+project must be installed, e.g. ``pip install -e .``).
 
 See :mod:`xtask_core.tools.bench` for what each figure measures.
 """
@@ -6,9 +7,8 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
+from xtask_core.tools.bench import main as bench_main
 
 
 def main(argv=None) -> int:
@@ -16,8 +16,6 @@ def main(argv=None) -> int:
     parser.add_argument("--json", default=None, metavar="FILE", help="also write the results as JSON")
     parser.add_argument("--quick", action="store_true", help="tiny sizes (smoke test; numbers mean nothing)")
     args = parser.parse_args(argv)
-    from xtask_core.tools.bench import main as bench_main
-
     return bench_main(json_path=args.json, quick=args.quick)
 
 

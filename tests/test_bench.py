@@ -9,7 +9,7 @@ import pytest
 import torch
 from torch import nn
 
-from xtask_core.tools import bench
+from xtask_core.tools import bench, bench_report
 
 
 def test_count_flops_hand_computed():
@@ -35,13 +35,51 @@ def test_peak_matmul_positive():
     assert bench.peak_conv1x1_gflops(torch.float32, channels=16, hw=8, repeats=2) > 0
 
 
+def _route(chosen="channels_last"):
+    from xtask_core.inference.paths import SPECS
+    from xtask_core.inference.predictor import Route
+
+    return Route(chosen, SPECS[chosen].precision, SPECS[chosen].description, "measured", "fastest measured",
+                 times_ms={"eager": 40.0, "channels_last": 20.0, "bf16_fused": 10.0},
+                 rejected={"bf16_fused": "inaccurate: seg agreement 0.9 < 0.995",
+                           "traced": "raised RuntimeError: no graph"})
+
+
+def test_candidate_rows_from_a_route():
+    # 2 GFLOP per call; peaks: fp32 200, bf16 400 GFLOP/s
+    rows = bench._candidate_rows(_route(), 2e9, {"fp32": 200.0, "bf16": 400.0})
+    by = {r["path"]: r for r in rows}
+    assert list(by) == ["eager", "channels_last", "bf16_fused", "traced"]  # timed first, then the rest
+    assert [r["path"] for r in rows if r["chosen"]] == ["channels_last"]
+    assert by["eager"]["gflops"] == pytest.approx(50.0) and by["eager"]["peak_share"] == pytest.approx(0.25)
+    assert by["channels_last"]["peak_share"] == pytest.approx(0.5)
+    assert by["bf16_fused"]["peak_share"] == pytest.approx(200.0 / 400.0)  # against the bf16 peak
+    assert by["traced"]["ms"] is None and by["traced"]["peak_share"] is None
+    assert by["traced"]["note"].startswith("raised") and by["bf16_fused"]["note"].startswith("inaccurate")
+
+
+def test_candidate_table_ticks_the_chosen_path():
+    rows = bench._candidate_rows(_route("eager"), 2e9, {"fp32": 200.0, "bf16": 400.0})
+    lines = bench_report.format_candidates("demo_model", {"candidates": rows, "model": "m", "batch": 1,
+                                                          "input_hw": [64, 128], "autotune_s": 1.25})
+    assert "demo_model (m, batch 1, 64x128; measured by the Predictor in 1.2 s)" in lines[0]
+    ticked = [ln for ln in lines if "✓" in ln]
+    assert len(ticked) == 1 and ticked[0].split()[0] == "eager"
+    traced = next(ln for ln in lines if ln.split() and ln.split()[0] == "traced")
+    assert "raised RuntimeError" in traced and " - " in traced
+    assert bench_report.format_candidates("metrics", {"reference_ms": 1.0}) == []
+
+
 @pytest.fixture(scope="module")
 def quick_results(tmp_path_factory):
     path = tmp_path_factory.mktemp("bench") / "bench.json"
-    assert bench.main(json_path=str(path), quick=True) == 0
+    with pytest.MonkeyPatch.context() as mp:  # the bench refreshes decisions: keep them out of the user's cache
+        mp.setenv("XTASK_CACHE_DIR", str(tmp_path_factory.mktemp("xtask-cache")))
+        assert bench.main(json_path=str(path), quick=True) == 0
     return json.loads(path.read_text())
 
 
+@pytest.mark.slow
 def test_quick_bench_json_keys(quick_results):
     res = quick_results
     assert res["quick"] is True
@@ -62,16 +100,25 @@ def test_quick_bench_json_keys(quick_results):
     assert len(tr["reference_losses"]) == len(tr["fast_losses"]) == figs["train_step"]["steps"]
     assert tr["max_rel_loss_diff"] < 0.05  # same data, same init: the trajectories must track
     assert figs["demo_model"]["predict_ms"] > 0
+    for name in ("demo_model", "inference"):  # the Predictor's candidate table, one path chosen
+        rows = figs[name]["candidates"]
+        assert rows[0]["path"] == "eager" and rows[0]["ms"] > 0  # the plain reference is always timed
+        chosen = [r for r in rows if r["chosen"]]
+        assert len(chosen) == 1 and chosen[0]["ms"] > 0, name
+        assert chosen[0]["ms"] == min(r["ms"] for r in rows if r["ms"] is not None)  # the fastest timed
+        assert figs[name]["fast"].startswith(f"Predictor: {chosen[0]['path']} ")
     for f in figs.values():
         if "target" in f:
             assert isinstance(f["meets_target"], bool)
 
 
+@pytest.mark.slow
 def test_table_mentions_every_figure(quick_results):
     table = bench.format_table(quick_results)
     for name in quick_results["figures"]:
         assert name in table
     assert "peak matmul" in table
+    assert table.count("✓") == 2 and "candidate paths, inference" in table
 
 
 def test_bench_script_help(repo_root):

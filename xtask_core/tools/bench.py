@@ -8,11 +8,14 @@ two so that both see the same machine load, and reports medians after warm-up:
 inference       full model (ResNet34, 7 classes, mid 128, TTNet 64, 128×256), batch 1, all
                 four outputs: eager fp32 ``model(x)`` vs :class:`~xtask_core.inference.predictor.Predictor`;
                 checks: seg argmax agreement, depth mean relative difference
-demo_model      the demo-size model (ResNet18, mid 32, TTNet 16): ms per image through
-                ``Predictor.predict`` (preprocessing included), target < 40 ms
-train_step      full model, batch 8: one optimiser step through the trainer's own
-                ``Trainer._train_step`` (autocast + XTaskLoss + backward + Adam), fp32 contiguous
-                vs ``precision="auto"`` + channels-last; check: loss trajectory over the steps
+demo_model      the shipped ``checkpoints/demo-consistency`` (ResNet18, mid 32, TTNet 16; a
+                random demo-size model where it is missing, and in quick mode): ``loaded.model(x)``
+                vs the default Predictor, and ms per image through ``Predictor.predict``
+                (preprocessing included), target < 40 ms
+train_step      full model, batch 8: one optimiser step through
+                :func:`~xtask_core.train.step.train_step` (the trainer's own step: autocast +
+                XTaskLoss + backward + Adam), fp32 contiguous vs ``precision="auto"`` + the
+                trainer's channels-last choice; check: loss trajectory over the steps
 metrics         SegDepthMetrics (one bincount) vs reference_metrics_loop, batch 8, 19 classes;
                 check: identical results
 eval_split      a synthetic split end to end (decode, model, metrics): per-image decode + eager
@@ -20,6 +23,10 @@ eval_split      a synthetic split end to end (decode, model, metrics): per-image
                 (what ``xtask eval`` runs), decoding included; also warm (decoded-once cache)
                 and first call (fast copy + trace + decoding)
 ==============  ===========================================================================
+
+For ``inference`` and ``demo_model`` the Predictor measures its candidate paths afresh
+(:mod:`~xtask_core.inference.autotune`, ignoring and then refreshing the cached decision), and
+the table lists each one: ms per call, GFLOP/s and share of the peak, the chosen one ticked.
 
 It also measures this machine's peak matmul GFLOP/s (fp32 and bf16; the better of ``torch.mm``
 and a large 1×1 convolution, since MKL's matmul underperforms oneDNN on AMD CPUs) and, from FLOP counts
@@ -34,29 +41,35 @@ from __future__ import annotations
 
 import contextlib
 import json
-import math
 import os
 import platform
-import statistics
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from types import SimpleNamespace
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
 
 from xtask_core.config import ModelConfig
+from xtask_core.inference.autotune import DEPTH_REL_DIFF_MAX, SEG_AGREEMENT_MIN, output_checks
+from xtask_core.tools.bench_report import format_table
+from xtask_core.tools.bench_timing import (
+    _gflops,
+    _median_ms,
+    count_flops,
+    peak_conv1x1_gflops,
+    peak_matmul_gflops,
+    time_pair,
+)
 
 __all__ = ["main", "run_benchmarks", "peak_matmul_gflops", "peak_conv1x1_gflops", "count_flops", "time_pair",
-           "BenchSizes"]
+           "BenchSizes", "format_table", "SEG_AGREEMENT_MIN", "DEPTH_REL_DIFF_MAX"]
 
 TARGETS = {"inference": 2.5, "train_step": 3.0, "metrics": 20.0, "eval_split": 3.0}
 DEMO_TARGET_MS = 40.0
-SEG_AGREEMENT_MIN = 0.995      # fraction of pixels whose argmax class agrees with fp32
-DEPTH_REL_DIFF_MAX = 0.01      # mean |fast - fp32| / mean |fp32|
 LOSS_REL_TOL = 0.02            # training: per-step |Δloss| / loss tolerated between the paths
 
 
@@ -90,93 +103,6 @@ def sizes(quick: bool) -> BenchSizes:
                       metrics_classes=19, eval_images=8, eval_image_hw=(256, 512), matmul_n=2048)
 
 
-# --------------------------------------------------------------------------- timing helpers
-def _median_ms(ts) -> float:
-    return 1e3 * statistics.median(ts)
-
-
-def time_pair(ref: Callable[[], Any], fast: Callable[[], Any], repeats: int, warmup: int) -> tuple[float, float]:
-    """Median wall ms of ``ref()`` and ``fast()``, alternated call by call after ``warmup`` calls each.
-
-    Alternating (rather than all of one, then all of the other) spreads load from other
-    processes over both paths, so the ratio stays meaningful on a busy machine.
-    """
-    for _ in range(warmup):
-        ref()
-        fast()
-    tr, tf = [], []
-    for _ in range(max(1, repeats)):
-        t = time.perf_counter()
-        ref()
-        tr.append(time.perf_counter() - t)
-        t = time.perf_counter()
-        fast()
-        tf.append(time.perf_counter() - t)
-    return _median_ms(tr), _median_ms(tf)
-
-
-def _median_s(fn: Callable[[], Any], repeats: int) -> float:
-    """Median wall seconds of ``fn()`` over ``repeats`` calls, after one untimed call."""
-    with torch.no_grad():
-        fn()
-        ts = []
-        for _ in range(max(1, repeats)):
-            t = time.perf_counter()
-            fn()
-            ts.append(time.perf_counter() - t)
-    return statistics.median(ts)
-
-
-def peak_matmul_gflops(dtype: torch.dtype, n: int = 2048, repeats: int = 5) -> float:
-    """Measured GFLOP/s of an n×n @ n×n matmul in ``dtype`` on CPU (2n³ FLOPs), median of ``repeats``."""
-    a = torch.randn(n, n).to(dtype)
-    b = torch.randn(n, n).to(dtype)
-    return 2.0 * n ** 3 / _median_s(lambda: torch.mm(a, b), repeats) / 1e9
-
-
-def peak_conv1x1_gflops(dtype: torch.dtype, channels: int = 1024, hw: int = 64, repeats: int = 5) -> float:
-    """Measured GFLOP/s of a 1×1 convolution (a GEMM through oneDNN, the library the models' convs
-    use), ``channels`` → ``channels`` on 1×channels×hw×hw, median of ``repeats``. On some CPUs
-    (MKL on AMD) this beats ``torch.mm``, so the peak taken is the larger of the two."""
-    import torch.nn.functional as F
-
-    x = torch.randn(1, channels, hw, hw).to(dtype)
-    w = torch.randn(channels, channels, 1, 1).to(dtype)
-    return 2.0 * channels * channels * hw * hw / _median_s(lambda: F.conv2d(x, w), repeats) / 1e9
-
-
-def count_flops(fn: Callable[[], Any]) -> int:
-    """FLOPs (2 per multiply-add) of the matmul/conv ops ``fn()`` runs, by FlopCounterMode."""
-    from torch.utils.flop_counter import FlopCounterMode
-
-    with FlopCounterMode(display=False) as counter:
-        fn()
-    return int(counter.get_total_flops())
-
-
-def _gflops(flops: float, ms: float) -> float:
-    return flops / (ms / 1e3) / 1e9 if ms > 0 else float("nan")
-
-
-def _rel_diff(a: torch.Tensor, b: torch.Tensor) -> float:
-    """mean |a − b| / mean |b| (b the fp32 reference)."""
-    den = b.float().abs().mean().item()
-    return (a.float() - b.float()).abs().mean().item() / den if den > 0 else float("nan")
-
-
-def _agreement(a: torch.Tensor, b: torch.Tensor) -> float:
-    return (a.argmax(1) == b.argmax(1)).float().mean().item()
-
-
-def _output_checks(fast_out, ref_out) -> dict:
-    seg, seg_t, depth, depth_t = fast_out
-    rseg, rseg_t, rdepth, rdepth_t = ref_out
-    checks = {"seg_agreement": _agreement(seg, rseg), "seg_t_agreement": _agreement(seg_t, rseg_t),
-              "depth_rel_diff": _rel_diff(depth, rdepth), "depth_t_rel_diff": _rel_diff(depth_t, rdepth_t)}
-    checks["ok"] = bool(checks["seg_agreement"] >= SEG_AGREEMENT_MIN and checks["depth_rel_diff"] <= DEPTH_REL_DIFF_MAX)
-    return checks
-
-
 # --------------------------------------------------------------------------- data
 def _synthetic_root(tmp: Path, s: BenchSizes) -> Path:
     """A small synthetic Cityscapes-layout dataset: train at model size, val at eval size."""
@@ -197,7 +123,8 @@ def _train_batches(root: Path, cfg: ModelConfig, batch: int) -> list[dict]:
     out = []
     for start in range(0, len(items) - batch + 1, batch):
         chunk = items[start:start + batch]
-        out.append({k: torch.stack([it[k] for it in chunk]) for k in ("image", "seg", "depth", "seg_mask", "depth_mask")})
+        keys = ("image", "seg", "depth", "seg_mask", "depth_mask")
+        out.append({k: torch.stack([it[k] for it in chunk]) for k in keys})
     return out
 
 
@@ -219,16 +146,38 @@ def _new_model(cfg: ModelConfig, seed: int = 0):
 
 
 # --------------------------------------------------------------------------- figures
-def bench_inference(s: BenchSizes, peaks: dict) -> dict:
+def _candidate_rows(route, flops: float, peaks: dict) -> list[dict]:
+    """One row per candidate path the Predictor considered: ms, GFLOP/s, share of the peak of
+    its precision, chosen, and why it was not used (pruned, inaccurate, raised, not built)."""
+    from xtask_core.inference.paths import SPECS
+
+    rows = []
+    for name in dict.fromkeys([*route.times_ms, *route.rejected]):
+        ms = route.times_ms.get(name)
+        prec = SPECS[name].precision
+        g = _gflops(flops, ms) if ms else None
+        peak = peaks.get(prec) or peaks["fp32"]
+        rows.append({"path": name, "precision": prec, "ms": ms, "gflops": g,
+                     "peak_share": g / peak if g is not None and peak else None,
+                     "chosen": name == route.name, "note": route.rejected.get(name, "")})
+    return rows
+
+
+def _measured_predictor(loaded, cfg: ModelConfig) -> tuple:
+    """A default Predictor whose path is measured afresh now → (predictor, route, seconds)."""
     from xtask_core.inference.predictor import Predictor
 
+    pred = Predictor(loaded)  # precision "auto", fast=True: what the app and CLI use
+    t0 = time.perf_counter()
+    route = pred.autotune((cfg.height, cfg.width), remeasure=True)
+    return pred, route, time.perf_counter() - t0
+
+
+def bench_inference(s: BenchSizes, peaks: dict) -> dict:
     cfg = s.full
     model = _new_model(cfg)
     x, _ = _scene_input(cfg)
-    t0 = time.perf_counter()
-    pred = Predictor(model)  # precision "auto", fast=True: what the app and CLI use
-    pred.forward(x)
-    cold_s = time.perf_counter() - t0
+    pred, route, cold_s = _measured_predictor(model, cfg)
 
     def ref():
         with torch.no_grad():
@@ -236,10 +185,12 @@ def bench_inference(s: BenchSizes, peaks: dict) -> dict:
 
     ref_ms, fast_ms = time_pair(ref, lambda: pred.forward(x), s.repeats, s.warmup)
     flops = count_flops(ref)
-    out = {"config": cfg.to_dict(), "batch": 1, "reference": "eager fp32 model(x)",
-           "fast": f"Predictor: {pred.path}", "reference_ms": ref_ms, "fast_ms": fast_ms,
-           "speedup": ref_ms / fast_ms, "target": TARGETS["inference"], "fast_cold_start_s": cold_s,
-           "gflop": flops / 1e9, "checks": _output_checks(pred.forward(x), ref()),
+    out = {"config": cfg.to_dict(), "batch": 1, "reference": "eager fp32 model(x)", "model": "random full model",
+           "input_hw": [cfg.height, cfg.width], "fast": f"Predictor: {route}", "reference_ms": ref_ms,
+           "fast_ms": fast_ms, "speedup": ref_ms / fast_ms, "target": TARGETS["inference"],
+           "fast_cold_start_s": cold_s, "autotune_s": cold_s,
+           "gflop": flops / 1e9, "checks": output_checks(pred.forward(x), ref()),
+           "candidates": _candidate_rows(route, flops, peaks),
            "weights": "random (Xavier) init: near-tied logits make argmax agreement a worst case"}
     out.update(_peak_shares(flops, ref_ms, fast_ms, peaks, pred.precision))
     trained = _trained_checkpoint_checks()
@@ -248,23 +199,31 @@ def bench_inference(s: BenchSizes, peaks: dict) -> dict:
     return out
 
 
-def _trained_checkpoint_checks() -> dict | None:
-    """Agreement of the fast path on a shipped, trained checkpoint (realistic logit margins)."""
-    from xtask_core.inference.predictor import Predictor
-
-    root = Path(__file__).resolve().parents[1] / "checkpoints"
+def _shipped_checkpoint() -> Path | None:
+    """The demo checkpoint that ships (``checkpoints/demo-consistency``), else any shipped one."""
+    root = Path(__file__).resolve().parents[2] / "checkpoints"
+    preferred = root / "demo-consistency" / "best.safetensors"
+    if preferred.is_file():
+        return preferred
     # shipped checkpoints are either files or run folders holding best.safetensors
     found = sorted([*root.glob("*.safetensors"), *root.glob("*/best.safetensors")]) if root.is_dir() else []
-    if not found:
-        return None
-    from xtask_core.checkpoint import load_checkpoint
+    return found[0] if found else None
 
-    loaded = load_checkpoint(found[0], device="cpu")
+
+def _trained_checkpoint_checks() -> dict | None:
+    """Agreement of the default path on a shipped, trained checkpoint (realistic logit margins)."""
+    from xtask_core.checkpoint import load_checkpoint
+    from xtask_core.inference.predictor import Predictor
+
+    path = _shipped_checkpoint()
+    if path is None:
+        return None
+    loaded = load_checkpoint(path, device="cpu")
     x, _ = _scene_input(loaded.config, seed=11)
     with torch.no_grad():
         ref = loaded.model(x)
-    checks = _output_checks(Predictor(loaded).forward(x), ref)
-    checks["checkpoint"] = str(found[0].relative_to(root))
+    checks = output_checks(Predictor(loaded).forward(x), ref)
+    checks["checkpoint"] = str(path.relative_to(Path(__file__).resolve().parents[2] / "checkpoints"))
     return checks
 
 
@@ -276,53 +235,65 @@ def _peak_shares(flops: float, ref_ms: float, fast_ms: float, peaks: dict, fast_
             "fast_peak_precision": fast_precision if fast_precision in peaks else "fp32"}
 
 
-def bench_demo(s: BenchSizes) -> dict:
-    from xtask_core.inference.predictor import Predictor
+def bench_demo(s: BenchSizes, peaks: dict, quick: bool = False) -> dict:
+    """The shipped demo checkpoint (full runs) or a random demo-size model: ``loaded.model(x)``
+    against the default Predictor, its candidate table, and ms per image through ``predict``."""
+    path = None if quick else _shipped_checkpoint()
+    if path is not None:
+        from xtask_core.checkpoint import load_checkpoint
 
-    cfg = s.demo
-    model = _new_model(cfg, seed=1)
+        loaded = load_checkpoint(path, device="cpu")
+        model, cfg, label = loaded.model, loaded.config, f"checkpoints/{path.parent.name}/{path.name}"
+    else:
+        cfg = s.demo
+        loaded = model = _new_model(cfg, seed=1)
+        label = "random demo-size model"
     _, rgb = _scene_input(cfg)
-    pred = Predictor(model)
-    t0 = time.perf_counter()
-    pred.predict(rgb)
-    cold_s = time.perf_counter() - t0
     x, _ = _scene_input(cfg)
+    pred, route, cold_s = _measured_predictor(loaded, cfg)
 
     def ref():
         with torch.no_grad():
             return model(x)
 
     ref_ms, fwd_ms = time_pair(ref, lambda: pred.forward(x), s.repeats, s.warmup)
+    flops = count_flops(ref)
     ts = []
     for _ in range(s.repeats):
         t = time.perf_counter()
         pred.predict(rgb)
         ts.append(time.perf_counter() - t)
     predict_ms = _median_ms(ts)
-    return {"config": cfg.to_dict(), "input_rgb": list(rgb.shape), "reference_ms": ref_ms,
-            "fast_ms": fwd_ms, "speedup": ref_ms / fwd_ms, "predict_ms": predict_ms,
-            "target_ms": DEMO_TARGET_MS, "meets_target": predict_ms < DEMO_TARGET_MS,
-            "fast_cold_start_s": cold_s, "fast": f"Predictor: {pred.path}",
-            "note": "predict_ms = resize + normalise + forward + numpy, all four outputs"}
+    out = {"config": cfg.to_dict(), "model": label, "batch": 1, "input_hw": [cfg.height, cfg.width],
+           "input_rgb": list(rgb.shape), "reference": "eager fp32 loaded.model(x)", "reference_ms": ref_ms,
+           "fast_ms": fwd_ms, "speedup": ref_ms / fwd_ms, "predict_ms": predict_ms,
+           "target_ms": DEMO_TARGET_MS, "meets_target": predict_ms < DEMO_TARGET_MS,
+           "fast_cold_start_s": cold_s, "autotune_s": cold_s, "fast": f"Predictor: {route}",
+           "gflop": flops / 1e9, "checks": output_checks(pred.forward(x), ref()),
+           "candidates": _candidate_rows(route, flops, peaks),
+           "note": "predict_ms = resize + normalise + forward + numpy, all four outputs"}
+    out.update(_peak_shares(flops, ref_ms, fwd_ms, peaks, pred.precision))
+    return out
 
 
 def _trainer_step_fn(model, cfg_train, device: torch.device, precision: str, channels_last: bool):
-    """A bound ``Trainer._train_step`` on a minimal trainer state, so the bench times the trainer's code."""
-    from xtask_core.train import trainer as train_mod
+    """One call = one :func:`~xtask_core.train.step.train_step` (the trainer's own step) → total loss."""
     from xtask_core.train.balancing import make_balancer
     from xtask_core.train.losses import XTaskLoss
+    from xtask_core.train.step import train_step
 
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
-    state = SimpleNamespace(
-        cfg=SimpleNamespace(channels_last=channels_last), channels_last=channels_last, ddp=None, model=model,
-        device=device,
-        precision=precision, distributed=False, balancer_kind="none", balancer=make_balancer("none", device=device),
-        loss_fn=XTaskLoss(cfg_train.num_classes, lambda_1=0.01, lambda_2=0.01, ignore_index=250),
-        optimizer=torch.optim.Adam(model.parameters(), lr=1e-4, betas=(0.9, 0.99)), scaler=None,
-        step=0, epoch=1)
-    step = train_mod.Trainer._train_step.__get__(state)
-    return lambda batch: float(step(batch)[0])  # LOSS_KEYS[0] == "total"
+    loss_fn = XTaskLoss(cfg_train.num_classes, lambda_1=0.01, lambda_2=0.01, ignore_index=250)
+    balancer = make_balancer("none", device=device)
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-4, betas=(0.9, 0.99))
+
+    def step(batch):
+        losses = train_step(model, batch, loss_fn=loss_fn, balancer=balancer, optimizer=optimizer, scaler=None,
+                            precision=precision, channels_last=channels_last, device=device)
+        return float(losses["total"])
+
+    return step
 
 
 def bench_train(s: BenchSizes, root: Path, peaks: dict) -> dict:
@@ -358,8 +329,8 @@ def bench_train(s: BenchSizes, root: Path, peaks: dict) -> dict:
 
     flops = count_flops(one_step_b1) * s.train_batch  # forward + backward, per-sample FLOPs scale with batch
     out = {"config": cfg.to_dict(), "batch": s.train_batch, "steps": s.train_steps,
-           "reference": "Trainer._train_step, fp32, contiguous",
-           "fast": f"Trainer._train_step, precision {fast_prec}, {'channels-last' if fast_cl else 'contiguous'}"
+           "reference": "train_step, fp32, contiguous",
+           "fast": f"train_step, precision {fast_prec}, {'channels-last' if fast_cl else 'contiguous'}"
                    " (the trainer's auto choices)",
            "reference_ms": ref_ms, "fast_ms": fast_ms, "speedup": ref_ms / fast_ms, "target": TARGETS["train_step"],
            "gflop": flops / 1e9,
@@ -487,7 +458,7 @@ def bench_eval(s: BenchSizes, root: Path) -> dict:
     return {"config": cfg.to_dict(), "images": n, "image_size": list(s.eval_image_hw),
             "reference": "per-image decode + eager fp32 batch 1 + reference_metrics_loop",
             "fast": f"evaluation.evaluate_split: decoding in {workers} thread(s) ahead of the model, Predictor batch "
-                    f"{batch} ({pred.path}), SegDepthMetrics",
+                    f"{batch} ({pred.route}), SegDepthMetrics",
             "reference_ms": ref_ms, "fast_ms": fast_ms, "speedup": ref_ms / fast_ms, "target": TARGETS["eval_split"],
             "fast_warm_ms": warm_ms, "speedup_warm": ref_ms / warm_ms,
             "fast_first_call_ms": first_call_ms, "speedup_first_call": ref_ms / first_call_ms,
@@ -538,8 +509,8 @@ def run_benchmarks(quick: bool = False, log: Callable[[str], None] | None = None
     with tempfile.TemporaryDirectory(prefix="xtask-bench-") as tmp:
         log("rendering a small synthetic dataset")
         root = _synthetic_root(Path(tmp), s)
-        for name, fn in (("inference", lambda: bench_inference(s, res["peak_gflops"])),
-                         ("demo_model", lambda: bench_demo(s)),
+        for name, fn in (("demo_model", lambda: bench_demo(s, res["peak_gflops"], quick)),
+                         ("inference", lambda: bench_inference(s, res["peak_gflops"])),
                          ("metrics", lambda: bench_metrics(s)),
                          ("eval_split", lambda: bench_eval(s, root)),
                          ("train_step", lambda: bench_train(s, root, res["peak_gflops"]))):
@@ -554,59 +525,6 @@ def run_benchmarks(quick: bool = False, log: Callable[[str], None] | None = None
     res["machine"]["loadavg_end"] = list(os.getloadavg()) if hasattr(os, "getloadavg") else None
     res["seconds"] = time.perf_counter() - t0
     return res
-
-
-def _fmt(v, spec=".1f") -> str:
-    if v is None or (isinstance(v, float) and math.isnan(v)):
-        return "-"
-    return format(v, spec)
-
-
-_BF16_NOTES = {"avx512_bf16": " (AVX512-BF16 without AMX: bf16 is slower than fp32, so the fast paths stay fp32)",
-               "none": " (no bf16 instructions: emulated, so the fast paths stay fp32)"}
-
-
-def format_table(res: dict) -> str:
-    """Plain-text summary of :func:`run_benchmarks` results."""
-    m, p = res["machine"], res["peak_gflops"]
-    lines = [f"machine: {m['cpu']}, {m['cores']} cores, torch {m['torch']} ({m['torch_threads']} threads), "
-             f"bf16: {m['bf16_support']}, load avg {_fmt((m.get('loadavg_start') or [float('nan')])[0], '.2f')}"
-             f" -> {_fmt((m.get('loadavg_end') or [float('nan')])[0], '.2f')}",
-             f"peak matmul (best of torch.mm and a 1x1 conv): fp32 {p['fp32']:.0f} GFLOP/s, "
-             f"bf16 {p['bf16']:.0f} GFLOP/s"
-             + _BF16_NOTES.get(m["bf16_support"], ""),
-             "",
-             f"{'figure':<12} {'reference ms':>13} {'fast ms':>9} {'speedup':>8} {'target':>7}  {'ok':<4} "
-             f"{'ref %peak':>9} {'fast %peak':>10}  checks"]
-    for name, f in res["figures"].items():
-        target = f.get("target")
-        ok = f.get("meets_target")
-        checks = f.get("checks", {})
-        if name in ("inference",):
-            chk = (f"seg agree {100 * checks['seg_agreement']:.2f}%, seg_t {100 * checks['seg_t_agreement']:.2f}%, "
-                   f"depth rel {100 * checks['depth_rel_diff']:.2f}%, depth_t rel {100 * checks['depth_t_rel_diff']:.2f}%"
-                   f"; cold start {f['fast_cold_start_s']:.1f} s")
-            tc = f.get("checks_trained_checkpoint")
-            if tc:
-                chk += (f"; trained {tc['checkpoint']}: seg {100 * tc['seg_agreement']:.2f}%, "
-                        f"depth rel {100 * tc['depth_rel_diff']:.2f}%")
-        elif name == "demo_model":
-            chk = f"predict {f['predict_ms']:.1f} ms/image (target < {f['target_ms']:.0f}), cold {f['fast_cold_start_s']:.1f} s"
-            ok = f["meets_target"]
-        elif name == "train_step":
-            chk = f"max rel loss diff {100 * checks['max_rel_loss_diff']:.2f}% over {f['steps']} steps"
-        elif name == "metrics":
-            chk = f"identical: {checks['identical']} (max rel diff {checks['max_rel_diff']:.1e})"
-        else:
-            chk = (f"decoding included; warm (decoded-once cache) {f['speedup_warm']:.1f}x, first call "
-                   f"(+ fast copy, trace, workers) {f['speedup_first_call']:.1f}x")
-        share_r = f"{100 * f['reference_peak_share']:.0f}%" if "reference_peak_share" in f else "-"
-        share_f = f"{100 * f['fast_peak_share']:.0f}%" if "fast_peak_share" in f else "-"
-        lines.append(f"{name:<12} {_fmt(f['reference_ms']):>13} {_fmt(f['fast_ms']):>9} "
-                     f"{_fmt(f['speedup'], '.2f') + 'x':>8} {(_fmt(target, '.1f') + 'x') if target else '-':>7}  "
-                     f"{('yes' if ok else 'NO'):<4} {share_r:>9} {share_f:>10}  {chk}")
-    lines.append(f"\ntotal {res['seconds']:.0f} s" + ("  (quick mode: tiny sizes, numbers mean nothing)" if res["quick"] else ""))
-    return "\n".join(lines)
 
 
 def main(json_path: str | os.PathLike | None = None, quick: bool = False) -> int:
