@@ -14,6 +14,8 @@ import streamlit as st
 
 from xtask_app import downloads, selection, settings
 from xtask_app.messages import USER_ERRORS, show_error
+from xtask_app.ui import delta_m, tradeoff
+from xtask_core.io.paths import find_checkpoints
 from xtask_core.train import run_readers, run_tables, xtask_mt_format
 from xtask_core.viz import figures
 
@@ -45,17 +47,19 @@ def read_run(path: str, stamp: float):
     return run_readers.read_run(path)
 
 
-def read_picked(picked: list[str], available: dict[str, Path]) -> dict:
-    """label → Run for each picked run; a run that cannot be read shows its own error."""
+def read_picked(picked: list[str], available: dict[str, Path], quiet: bool = False) -> dict:
+    """label → Run for each picked run; a run that cannot be read shows its own error (unless
+    ``quiet``: then it is only left out)."""
     runs = {}
     for label in picked:
         path = available[label]
         try:
             run = read_run(str(path), run_tables.newest_mtime(path))
         except Exception as err:  # noqa: BLE001 - show this run's error, keep the others
-            st.error(f"{label}: could not read it: {' '.join(str(err).split())}")
+            if not quiet:
+                st.error(f"{label}: could not read it: {' '.join(str(err).split())}")
             continue
-        for problem in getattr(run, "errors", None) or []:
+        for problem in [] if quiet else getattr(run, "errors", None) or []:
             st.warning(f"{label}: {problem}")
         runs[label] = run
     return runs
@@ -98,6 +102,19 @@ if runs:
         downloads.download_csv("Download table (CSV)", table, "runs.csv", key="dash_csv")
     except Exception as err:  # noqa: BLE001
         st.error(f"Could not build the run table: {' '.join(str(err).split())}")
+
+st.subheader("Trade-off: segmentation against depth, every run and checkpoint")
+try:
+    everything = read_picked(labels, available, quiet=True)
+    roots = {"shipped": settings.checkpoint_dir(), "run": settings.runs_dir()}
+    points, missing = run_tables.tradeoff_points(
+        everything, {label: tradeoff.origin_of(available[label], roots) for label in everything},
+        [(c.label, c.path) for c in find_checkpoints(settings.checkpoint_dir(), None)])
+    tradeoff.section(points, missing, key="dash_trade")
+    st.markdown("**Multi-task gain Δm%** over the single-task baselines of the same dataset")
+    delta_m.show(points, key="dash_dm", where="the runs and checkpoints here")
+except Exception as err:  # noqa: BLE001 - the rest of the dashboard still renders
+    st.error(f"Trade-off view unavailable: {' '.join(str(err).split())}")
 
 st.subheader("Published results, for reference")
 st.caption("Numbers reported in the original paper's README (ResNet34, real Cityscapes / NYUv2). "

@@ -1,13 +1,16 @@
-"""Fine-tune: continue training the selected checkpoint for a few steps in the background.
+"""Fine-tune: continue training the selected checkpoint for a few steps in the background, or run
+a λ sweep (k short runs in one job) and see the trade-off they make.
 
-Widgets and layout only: the job (a subprocess that survives reruns and page switches, polled
-by an ``st.fragment``) and the result sections live in :mod:`xtask_app.ui.finetune`.
+Widgets and layout only: the data decision, the "before" view, the job (a subprocess that survives
+reruns and page switches, polled by an ``st.fragment``) and the result sections live in
+:mod:`xtask_app.ui.finetune` and :mod:`xtask_core.train.finetune`.
 """
 import streamlit as st
 
 from xtask_app import selection
 from xtask_app.ui import finetune as ft
 from xtask_core.config import DEPTH_LOSSES, TDEP_LOSSES, TSEG_LOSSES
+from xtask_core.train.finetune import MAX_SWEEP, SOURCES, SWEEP_MODES, data_sources, default_lambda
 
 st.title("Fine-tune")
 state = selection.sidebar()
@@ -21,41 +24,65 @@ ss = st.session_state
 status = ft.current_status()
 running = status is not None and status.state == "running"
 cfg = state.config
-compatible = cfg.num_classes in (7, 19)
+single_task = getattr(cfg, "task", "both") != "both"
 
 st.subheader("Settings")
 st.markdown(f"Base checkpoint: **{state.label}** (ResNet{cfg.enc_layers}, {cfg.num_classes} classes, "
-            f"{cfg.height}×{cfg.width}). Data: a small **synthetic** street-scene set "
-            f"({ft.N_TRAIN} train / {ft.N_VAL} validation images at the model's size, rendered once).")
-if not compatible:
-    st.info(f"This checkpoint has {cfg.num_classes} classes; fine-tuning here uses the synthetic "
-            "Cityscapes-layout set, which needs a 7- or 19-class model. Use `xtask train "
-            "--init_checkpoint` with your own data instead.")
+            f"{cfg.height}×{cfg.width}).")
+sources = data_sources(cfg.num_classes, state.meta.get("dataset"))
+source = None
+if sources:
+    d1, d2 = st.columns([2, 3])
+    if ss.get("ft_source") not in sources:
+        ss["ft_source"] = sources[0]
+    source = d1.radio("Training data", sources, format_func=SOURCES.get, key="ft_source", disabled=running,
+                      help=f"Synthetic sets: {ft.N_TRAIN} train / {ft.N_VAL} validation images at the model's "
+                           "size, rendered once. A folder must lie inside the allowed folders.")
+    if source == "folder":
+        d2.text_input("Dataset folder (train and val splits in the layout of the model's labels)", key="ft_folder",
+                      disabled=running, placeholder="e.g. data/nyu or data/cityscapes")
+data = ft.plan(state, source, ss.get("ft_folder", "") if source == "folder" else "")
+if not data.ok:
+    st.info(data.message)
 
+lam = default_lambda(cfg.num_classes, state.meta.get("dataset"))
 c1, c2, c3 = st.columns(3)
-c1.slider("λ1: weight of the transferred-depth loss (label group)", 0.0, 1.0, 0.01, 0.005,
-          key="ft_lambda_1", disabled=running,
-          help="label loss = (1-λ1)·segmentation + λ1·transferred depth")
-c1.slider("λ2: weight of the transferred-seg loss (image group)", 0.0, 1.0, 0.01, 0.005,
-          key="ft_lambda_2", disabled=running,
-          help="image loss = (1-λ2)·depth + λ2·transferred segmentation")
+c1.select_slider("λ1: weight of the transferred-depth loss (label group)", ft.LAMBDA_CHOICES, value=lam,
+                 key="ft_lambda_1", disabled=running or single_task, format_func=ft.fmt_lambda,
+                 help="label loss = (1-λ1)·segmentation + λ1·transferred depth; log scale, 0 switches the term off")
+c1.select_slider("λ2: weight of the transferred-seg loss (image group)", ft.LAMBDA_CHOICES, value=lam,
+                 key="ft_lambda_2", disabled=running or single_task, format_func=ft.fmt_lambda,
+                 help="image loss = (1-λ2)·depth + λ2·transferred segmentation; log scale")
 c2.select_slider("Learning rate", ft.LR_CHOICES, value=1e-4, key="ft_lr", disabled=running,
                  format_func=lambda v: f"{v:g}")
 c2.slider("Steps", 1, 300, 30, key="ft_steps", disabled=running,
-          help="Optimiser steps; about 30 take a minute on a laptop CPU with the demo model")
+          help="Optimiser steps (per run of a sweep); about 30 take a minute on a laptop CPU with the demo model")
 c2.slider("Batch size", 1, 8, 2, key="ft_batch", disabled=running)
 c3.selectbox("Depth loss (lp)", DEPTH_LOSSES, key="ft_lp", disabled=running)
 c3.selectbox("Transferred-depth loss", TDEP_LOSSES, key="ft_tdep", disabled=running)
 c3.selectbox("Transferred-seg loss", TSEG_LOSSES, key="ft_tseg", disabled=running)
 st.radio("Loss balancing", list(ft.BALANCING_LABELS), format_func=ft.BALANCING_LABELS.get,
-         horizontal=True, key="ft_balancing", disabled=running)
+         horizontal=True, key="ft_balancing", disabled=running or single_task)
+if single_task:
+    st.caption(f"A single-task ({cfg.task}) model has one loss: λ and balancing do not apply.")
+
+sweep = st.toggle("λ sweep: several short runs, one after another, each a new run", key="ft_sweep",
+                  disabled=running or single_task)
+if sweep:
+    s1, s2 = st.columns([3, 2])
+    s1.multiselect(f"λ values (2 to {MAX_SWEEP})", ft.LAMBDA_CHOICES, default=ft.sweep_defaults(lam),
+                   key="ft_sweep_values", format_func=ft.fmt_lambda, max_selections=MAX_SWEEP, disabled=running)
+    s2.radio("Sweep", list(SWEEP_MODES), format_func=SWEEP_MODES.get, key="ft_sweep_mode", disabled=running)
+    k = len(ss.get("ft_sweep_values", []))
+    st.caption(f"{k} runs × {ss['ft_steps']} steps; the other settings above apply to every run. Each run's "
+               "point appears in the trade-off below when it finishes.")
 st.text_input("Run name (optional)", key="ft_name", disabled=running, max_chars=60,
               placeholder="finetune-<date>-<time>-<random>",
               help="Letters, digits, . _ - ; a new folder under runs/ is always created")
 
 b1, b2, _ = st.columns([1, 1, 4])
-b1.button("Start fine-tuning", type="primary", key="ft_start", on_click=ft.start, args=(state,),
-          disabled=running or not compatible)
+b1.button("Start the sweep" if sweep else "Start fine-tuning", type="primary", key="ft_start",
+          on_click=ft.start, args=(state, data), disabled=running or not data.ok)
 if running:
     b2.button("Cancel", key="ft_cancel", on_click=ft.cancel, args=(ss[ft.RUN_KEY],))
 if ss.get(ft.ERROR_KEY):
@@ -67,3 +94,5 @@ if running:
 elif status is not None:
     st.subheader("Result")
     ft.results(state, status, ss[ft.RUN_KEY])
+else:
+    ft.before_view(state, data)

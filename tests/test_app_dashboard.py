@@ -94,3 +94,60 @@ def test_dashboard_good_bad_and_original(tmp_path, monkeypatch):
     at.text_input(key="dash_folder").input("/etc").run()
     assert not at.exception
     assert any("outside the allowed folders" in e.value for e in at.error)
+
+
+def _write_card_checkpoint(path: Path, seed: int, miou: float, abs_err: float, lam: float) -> Path:
+    """A tiny checkpoint whose card records validation metrics and its λ, as shipped ones do."""
+    from tests.app_helpers import tiny_model
+    from xtask_core.checkpoint import default_meta, save_checkpoint
+    meta = default_meta(7, "synthetic")
+    meta["name"] = path.stem
+    meta["training"] = {"metrics": {"miou": miou, "pixel_acc": 0.9, "abs": abs_err, "abs_rel": 0.2},
+                        "train_config": {"dataset": "synthetic", "lambda_1": lam, "lambda_2": lam}, "best_epoch": 3}
+    return save_checkpoint(path, tiny_model(seed), meta)
+
+
+def _write_stl_run(root: Path, name: str, task: str, metrics: dict) -> Path:
+    run = root / name
+    run.mkdir(parents=True)
+    train = dict(dataset="synthetic", task=task, lambda_1=0.0, lambda_2=0.0, epochs=1)
+    (run / "config.json").write_text(json.dumps({"train": train}))
+    cols = ["kind", "epoch", "step", "val_loss", *[f"val_{k}" for k in metrics]]
+    vals = ["epoch", "1", "10", "0.5", *[str(v) for v in metrics.values()]]
+    (run / "metrics.csv").write_text(",".join(cols) + "\n" + ",".join(vals) + "\n")
+    return run
+
+
+def _tradeoff_points(at) -> list[str]:
+    """Hover labels of the run/checkpoint points the trade-off figure draws."""
+    figs = [json.loads(c.proto.spec) for c in at.get("plotly_chart")]
+    fig = next(f for f in figs if "coloraxis" in f.get("layout", {}))   # the only figure coloured by λ
+    texts = []
+    for trace in fig["data"]:
+        if not str(trace.get("name", "")).startswith("published"):
+            texts += [t.split("</b>")[0].replace("<b>", "") for t in trace.get("text", [])]
+    return texts
+
+
+def test_dashboard_tradeoff_and_delta_m(tmp_path, monkeypatch):
+    env = make_app_env(tmp_path, n_checkpoints=0)
+    ck, runs = Path(env["XTASK_CHECKPOINT_DIR"]), Path(env["XTASK_RUNS_DIR"])
+    _write_card_checkpoint(ck / "mtl_a.safetensors", 0, 0.66, 0.030, 0.01)
+    _write_card_checkpoint(ck / "mtl_b.safetensors", 1, 0.60, 0.020, 0.0)
+    at = run_page("dashboard", env, monkeypatch)
+    assert not at.exception, at.exception
+    assert "Trade-off: segmentation against depth, every run and checkpoint" in app_text(at)
+    assert sorted(_tradeoff_points(at)) == ["shipped: mtl_a", "shipped: mtl_b"]   # one point per checkpoint
+    assert "Δm% needs a segmentation and a depth single-task baseline" in app_text(at)
+
+    # single-task baselines of the same dataset: reference lines and a Δm table
+    _write_stl_run(runs, "stl-seg", "segmt", {"miou": 0.60, "pixel_acc": 0.9})
+    _write_stl_run(runs, "stl-depth", "depth", {"abs": 0.025, "abs_rel": 0.25})
+    at = run_page("dashboard", env, monkeypatch)
+    assert not at.exception, at.exception
+    assert sorted(_tradeoff_points(at)) == ["shipped: mtl_a", "shipped: mtl_b"]   # baselines are lines
+    dm = next(d.value for d in at.dataframe if "Δm %" in d.value.columns)
+    a = dm[dm["label"] == "shipped: mtl_a"].iloc[0]
+    # by hand: miou +10 %, pixel acc 0 %, abs −20 %, abs rel +20 %  →  +2.5 %
+    assert abs(a["Δm %"] - 2.5) < 1e-9
+    assert set(dm["segmentation baseline"]) == {"stl-seg (runs/)"}

@@ -1,4 +1,5 @@
-"""AppTest of the Fine-tune page: widgets, a real 2-step fine-tune to completion, the result."""
+"""AppTest of the Fine-tune page: widgets, λ on a log scale, the "before" view without a run, the
+data decision (disabled start for labels no data here has), a real 2-step fine-tune to completion."""
 from __future__ import annotations
 
 import time
@@ -7,6 +8,20 @@ from pathlib import Path
 import pytest
 
 from tests.app_helpers import app_text, checkpoint_box, make_app_env, run_page
+
+
+def write_model(path: Path, num_classes: int, dataset: str) -> Path:
+    """A tiny 64×64 checkpoint with ``num_classes`` classes whose card says ``dataset``."""
+    import torch
+
+    from xtask_core.checkpoint import default_meta, save_checkpoint
+    from xtask_core.config import ModelConfig
+    from xtask_core.model import XTaskNet
+    torch.manual_seed(0)
+    cfg = ModelConfig(enc_layers=18, num_classes=num_classes, mid_features=8, ttnet_features=4, height=64, width=64)
+    meta = default_meta(num_classes, dataset)
+    meta["name"] = path.stem
+    return save_checkpoint(path, XTaskNet(cfg).eval(), meta)
 
 TIMEOUT_S = 240   # the trainer subprocess shares 2 cores with the whole team
 
@@ -19,16 +34,71 @@ def test_finetune_page_widgets(tmp_path, monkeypatch):
     at = run_page("finetune", make_app_env(tmp_path), monkeypatch)
     assert not at.exception
     assert at.title[0].value == "Fine-tune"
-    sliders = {s.label.split(":")[0] for s in at.slider}
-    assert {"λ1", "λ2", "Steps", "Batch size"} <= sliders
-    assert at.select_slider[0].label == "Learning rate"
+    assert {s.label for s in at.slider} == {"Steps", "Batch size"}
+    lams = {s.label.split(":")[0]: s for s in at.select_slider if s.label.startswith("λ")}
+    assert set(lams) == {"λ1", "λ2"}
+    for s in lams.values():   # a log scale that includes 0 and covers 1e-5 … 1, the default on it
+        assert s.options[0] == "0" and s.options[-1] == "1" and "1e-05" in s.options and "0.0001" in s.options
+        assert s.value == 0.01      # the Cityscapes default, for this 7-class model
+    lams["λ1"].set_value(1e-4).run()
+    assert not at.exception and at.session_state["ft_lambda_1"] == 1e-4
+    assert next(s for s in at.select_slider if s.label == "Learning rate")
     assert {s.label for s in at.selectbox} >= {"Depth loss (lp)", "Transferred-depth loss",
                                                "Transferred-seg loss"}
-    assert at.radio[0].options == ["none (fixed λ)", "uncertainty weights (Kendall)", "GradNorm"]
+    balancing = next(r for r in at.radio if r.label == "Loss balancing")
+    assert balancing.options[:3] == ["none (fixed λ)", "uncertainty weights (Kendall)", "GradNorm"]
+    source = next(r for r in at.radio if r.label == "Training data")
+    assert source.value == "street" and "indoor" not in source.options   # Cityscapes labels: street scenes
     start = _button(at, "Start fine-tuning")
     assert not start.disabled
     assert not any(b.label == "Cancel" for b in at.button)   # nothing to cancel yet
-    assert "synthetic" in app_text(at)
+    # "Before": the current model on the fixed validation image, with no run at all
+    assert "Before: the current checkpoint on a fixed validation image" in app_text(at)
+    assert len(at.get("image")) >= 4            # input, ground truth, segmentation, depth
+    assert not at.error
+
+
+def test_finetune_sweep_controls(tmp_path, monkeypatch):
+    at = run_page("finetune", make_app_env(tmp_path, n_checkpoints=1), monkeypatch)
+    at.toggle(key="ft_sweep").set_value(True).run()
+    assert not at.exception
+    values = at.multiselect(key="ft_sweep_values")
+    assert values.value == [0.0, 0.001, 0.01, 0.1]   # 0 and the decades around the default
+    assert _button(at, "Start the sweep") and not _button(at, "Start the sweep").disabled
+    values.set_value([0.001]).run()                   # one value is not a sweep: one line, no run
+    _button(at, "Start the sweep").click().run()
+    assert not at.exception
+    assert any("a sweep needs 2 to" in e.value for e in at.error)
+    assert not any(p.is_dir() and not p.name.startswith(".") for p in (tmp_path / "runs").iterdir())
+
+
+def test_finetune_unfitting_labels_disable_start(tmp_path, monkeypatch):
+    env = make_app_env(tmp_path, n_checkpoints=0)
+    write_model(Path(env["XTASK_CHECKPOINT_DIR"]) / "five.safetensors", 5, "custom")
+    at = run_page("finetune", env, monkeypatch)
+    assert not at.exception
+    assert _button(at, "Start fine-tuning").disabled
+    info = [i.value for i in at.info]
+    assert any("No fine-tune data here has this model's labels (5 classes" in i for i in info), info
+    assert not any(r.label == "Training data" for r in at.radio)
+
+
+def test_finetune_nyuv2_model_offers_indoor_data(tmp_path, monkeypatch):
+    env = make_app_env(tmp_path, n_checkpoints=0)
+    write_model(Path(env["XTASK_CHECKPOINT_DIR"]) / "nyu.safetensors", 13, "nyuv2")
+    at = run_page("finetune", env, monkeypatch, timeout=120)
+    assert not at.exception
+    source = next(r for r in at.radio if r.label == "Training data")
+    assert source.options == ["synthetic indoor rooms (NYUv2 labels)", "a dataset folder you name"]
+    assert not _button(at, "Start fine-tuning").disabled
+    assert at.select_slider(key="ft_lambda_1").value == 1e-4          # the NYUv2 default
+    assert "Before: the current checkpoint on a fixed validation image" in app_text(at)
+    # a folder without the NYUv2 layout: one line, start disabled
+    source.set_value("folder").run()
+    at.text_input(key="ft_folder").input(str(tmp_path / "samples")).run()
+    assert not at.exception
+    assert _button(at, "Start fine-tuning").disabled
+    assert any("not an NYUv2 .npy-layout folder" in i.value for i in at.info), [i.value for i in at.info]
 
 
 @pytest.mark.slow   # a real training subprocess: ~1 min on 2 shared cores

@@ -188,3 +188,61 @@ def metrics_columns(state: ModelState, unit: str | None = None) -> dict:
             "Abs Rel": st.column_config.NumberColumn("Abs Rel", help="mean |p − t| / t (a ratio)"),
             "mIoU per image (original)": st.column_config.NumberColumn(
                 "mIoU per image (%)", help="The original code's mean of per-image mIoUs")}
+
+
+def _png_data_uri(rgb: np.ndarray) -> str:
+    import base64
+
+    import cv2
+    ok, buf = cv2.imencode(".png", np.ascontiguousarray(np.asarray(rgb, np.uint8)[:, :, ::-1]))
+    if not ok:
+        raise ValueError("could not encode the image as PNG")
+    return "data:image/png;base64," + base64.b64encode(buf.tobytes()).decode("ascii")
+
+
+def wipe_html(before: np.ndarray, after: np.ndarray, left: str = "before", right: str = "after",
+              uid: str = "wipe", max_width_px: int = 900) -> str:
+    """HTML of a before/after wipe: ``after`` (H×W×3 uint8) under ``before`` (same size), the
+    ``before`` image clipped at a vertical line that follows the pointer over the image or the
+    range slider under it (a few lines of JavaScript; without it the line stays in the middle)."""
+    before, after = np.asarray(before), np.asarray(after)
+    if before.shape != after.shape or before.ndim != 3:
+        raise ValueError(f"wipe needs two H×W×3 images of one size, got {before.shape} and {after.shape}")
+    h, w = before.shape[:2]
+    uid = "".join(ch if ch.isalnum() else "-" for ch in uid)
+    img = "position:absolute;inset:0;width:100%;height:100%;image-rendering:pixelated"
+    tag = ("position:absolute;top:4px;padding:1px 6px;border-radius:3px;background:rgba(0,0,0,.55);"
+           "color:#fff;font:12px sans-serif")
+    return f"""
+<div id="{uid}" data-testid="xtask-wipe" style="position:relative;width:100%;max-width:{max_width_px}px;
+ aspect-ratio:{w}/{h};user-select:none;touch-action:none;cursor:ew-resize">
+ <img alt="{html.escape(right)}" src="{_png_data_uri(after)}" style="{img}">
+ <img alt="{html.escape(left)}" class="xt-top" src="{_png_data_uri(before)}" style="{img};clip-path:inset(0 50% 0 0)">
+ <div class="xt-line" style="position:absolute;top:0;bottom:0;left:50%;width:2px;background:#fff;
+  box-shadow:0 0 3px #000"></div>
+ <span style="{tag};left:4px">{html.escape(left)}</span><span style="{tag};right:4px">{html.escape(right)}</span>
+</div>
+<input id="{uid}-r" type="range" min="0" max="100" value="50" aria-label="wipe position"
+ style="width:100%;max-width:{max_width_px}px">
+<script>
+(function () {{
+  const box = document.getElementById("{uid}"), range = document.getElementById("{uid}-r");
+  if (!box || !range) return;
+  function set(v) {{
+    box.querySelector(".xt-top").style.clipPath = "inset(0 " + (100 - v) + "% 0 0)";
+    box.querySelector(".xt-line").style.left = v + "%";
+  }}
+  range.addEventListener("input", function (e) {{ set(e.target.value); }});
+  box.addEventListener("pointermove", function (e) {{
+    const r = box.getBoundingClientRect();
+    const v = Math.max(0, Math.min(100, (e.clientX - r.left) / r.width * 100));
+    range.value = v; set(v);
+  }});
+}})();
+</script>"""
+
+
+def wipe(before: np.ndarray, after: np.ndarray, left: str = "before", right: str = "after",
+         uid: str = "wipe") -> None:
+    """Draw :func:`wipe_html` (move the pointer over the image, or the slider, to wipe)."""
+    st.html(wipe_html(before, after, left, right, uid), unsafe_allow_javascript=True)
