@@ -17,6 +17,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+import torch
 from torch.utils.data import Dataset
 
 from xtask_core.data import labels as L
@@ -63,7 +64,6 @@ def disparity_to_metres(disp, fx: float = CITYSCAPES_FX, baseline: float = CITYS
     The synthetic generator stores disparity in the same units (pixels of a 2048-wide image),
     so the same constants apply to it.
     """
-    import torch
     if isinstance(disp, torch.Tensor):
         px = disp.float() * 256.0
         return torch.where(px > 0, baseline * fx / px.clamp_min(1e-12), torch.full_like(px, float("inf")))

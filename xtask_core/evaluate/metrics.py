@@ -37,6 +37,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from xtask_core.errors import XTaskError
+from xtask_core.evaluate import kernels
 
 __all__ = ["SegDepthMetrics", "consistency_energy", "reference_metrics_loop"]
 
@@ -345,8 +346,6 @@ class SegDepthMetrics:
         if t.device.type != "cpu" or self.cpu_backend == "torch":
             return "torch"
         if self.cpu_backend in ("auto", "compiled"):
-            from xtask_core.evaluate import kernels
-
             if kernels.available():
                 return "compiled"
             if self.cpu_backend == "compiled":
@@ -362,8 +361,6 @@ class SegDepthMetrics:
                 raise XTaskError(f"prediction {(seg.shape[0], *seg.shape[-2:])} and target "
                                  f"{tuple(target.shape)} differ in shape")
             t = _cpu_numpy(target.cpu().long()).reshape(target.shape[0], -1)
-            from xtask_core.evaluate import kernels
-
             compiled = backend == "compiled"
             # float16/bfloat16 → float32 is exact, so the arg-max is unchanged
             logits = (_cpu_numpy(seg.float()).reshape(seg.shape[0], C, -1)
@@ -402,8 +399,6 @@ class SegDepthMetrics:
             raise XTaskError(f"depth_mask {tuple(m.shape)} and depth prediction {tuple(p.shape)} differ in shape")
         backend = self._cpu_backend(p)
         if backend == "compiled":
-            from xtask_core.evaluate import kernels
-
             # one float dtype for the kernel: float32 (exact for half/bf16/bool), float64 if either map is
             dtype = torch.float64 if torch.float64 in (p.dtype, t.dtype) else torch.float32
             p_, t_, m_ = (None if x is None else _cpu_numpy(x.to(dtype)).reshape(-1) for x in (p, t, m))

@@ -38,6 +38,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
 
 from xtask_core.checkpoint import load_checkpoint
@@ -164,8 +165,6 @@ def _dist() -> tuple[int, int, bool]:
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world <= 1:
         return 0, 1, False
-    import torch.distributed as dist
-
     if dist.is_initialized():
         return dist.get_rank(), dist.get_world_size(), False
     dist.init_process_group(backend="nccl" if torch.cuda.is_available() else "gloo")

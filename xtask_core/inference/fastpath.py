@@ -22,6 +22,9 @@ from collections.abc import Callable
 
 import torch
 from torch import nn
+from torchvision.models.resnet import BasicBlock, Bottleneck
+
+from xtask_core.model.xtasknet import XTaskNet
 
 __all__ = ["fold_conv_bn", "fold_batchnorm", "count_batchnorm", "prepare_copy", "freeze_for_inference",
            "FourOutputs", "DirectOutputs", "fusion_available", "fuse_for_cpu", "FusedConv2d", "FusedBasicBlock",
@@ -60,11 +63,7 @@ def _foldable(conv: nn.Module, bn: nn.Module) -> bool:
 
 def _resnet_block_types() -> tuple:
     """torchvision blocks whose forward is exactly ``bnK(convK(x))`` for every K (safe to fold by name)."""
-    try:
-        from torchvision.models.resnet import BasicBlock, Bottleneck
-        return (BasicBlock, Bottleneck)
-    except ImportError:  # torchvision is a dependency, but folding must never be the reason to fail
-        return ()
+    return (BasicBlock, Bottleneck)
 
 
 def fold_batchnorm(model: nn.Module) -> int:
@@ -243,10 +242,6 @@ class FusedBasicBlock(nn.Module):
 
 
 def _fusable_block(m: nn.Module) -> bool:
-    try:
-        from torchvision.models.resnet import BasicBlock
-    except ImportError:
-        return False
     if type(m) is not BasicBlock or not (isinstance(m.bn1, nn.Identity) and isinstance(m.bn2, nn.Identity)):
         return False
     if not (_fusable_conv(m.conv1) and _fusable_conv(m.conv2)):
@@ -345,8 +340,6 @@ def fuse_for_cpu(net: nn.Module) -> int:
             if _fusable_conv(child):  # convs outside a Sequential (the transfer nets' final conv)
                 parent._modules[name] = FusedConv2d(child)
                 fused += 1
-    from xtask_core.model.xtasknet import XTaskNet
-
     if isinstance(net, XTaskNet) and all(_head_is_1x1(d) for d in (net.decoder_segmt, net.decoder_depth)):
         dtype = next(p for p in net.parameters()).dtype
         net.decoder_segmt = LowResHeadDecoder(net.decoder_segmt)

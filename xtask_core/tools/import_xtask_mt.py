@@ -31,6 +31,8 @@ from typing import Any
 
 import numpy as np
 
+from xtask_core.checkpoint import default_meta, load_checkpoint, save_checkpoint
+from xtask_core.config import DEPTH_LOSSES
 from xtask_core.errors import XTaskError
 from xtask_core.train.run_dir import RunDir, has_checkpoints
 from xtask_core.train.runlog import RunLogger
@@ -137,8 +139,6 @@ def train_params_from(values: dict[str, Any]) -> dict[str, Any]:
     if "steplr_gamma" in values:
         out["scheduler_gamma"] = values["steplr_gamma"]
     if "lp" in out:  # the original spelt the choices like ours; keep only known ones
-        from xtask_core.config import DEPTH_LOSSES
-
         if out["lp"] not in DEPTH_LOSSES:
             out.pop("lp")
     return out
@@ -171,8 +171,6 @@ def import_xtask_mt(exp_dir: str | Path, out_dir: str | Path) -> dict[str, Any]:
     Raises XTaskError if ``exp_dir`` has no model.pth, if a file is unreadable or if
     ``out_dir`` already holds checkpoints (runs are never overwritten).
     """
-    from xtask_core.checkpoint import default_meta, load_checkpoint, save_checkpoint
-
     exp_dir, out_dir = Path(exp_dir), Path(out_dir)
     if not exp_dir.is_dir():
         raise XTaskError(f"experiment folder not found: {exp_dir}")

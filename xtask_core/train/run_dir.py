@@ -19,6 +19,8 @@ Every reader and writer (trainer, RunLogger, readers, jobs, the importer) takes 
 """
 from __future__ import annotations
 
+import csv
+import io
 import json
 import os
 import socket
@@ -156,3 +158,30 @@ def format_seconds(seconds: float) -> str:
     if s < 3600:
         return f"{s // 60} min {s % 60} s"
     return f"{s // 3600} h {(s % 3600) // 60} min"
+
+
+def parse_csv_text(text: str) -> tuple[list[str], list[dict], list[str], bool]:
+    """metrics.csv text → (header, rows as dicts of str, error strings, had_partial_line)."""
+    partial = bool(text) and not text.endswith("\n")
+    if partial:
+        cut = text.rfind("\n")
+        text = text[:cut + 1] if cut >= 0 else ""
+    lines = list(csv.reader(io.StringIO(text)))
+    if not lines:
+        return [], [], [], partial
+    header = [h.strip() for h in lines[0]]
+    errors = []
+    if any(not h for h in header) or len(set(header)) != len(header):
+        return [], [], ["metrics.csv: malformed header (empty or duplicate column names)"], partial
+    rows, bad, first_bad = [], 0, None
+    for lineno, rec in enumerate(lines[1:], start=2):
+        if not rec:
+            continue
+        if len(rec) != len(header):
+            bad += 1
+            first_bad = first_bad or lineno
+            continue
+        rows.append(dict(zip(header, rec)))
+    if bad:
+        errors.append(f"metrics.csv: skipped {bad} malformed row(s) (first at line {first_bad})")
+    return header, rows, errors, partial

@@ -30,8 +30,7 @@ import numpy as np
 import pandas as pd
 
 from xtask_core.errors import XTaskError
-from xtask_core.train.run_dir import RunDir
-from xtask_core.train.runlog import parse_csv_text
+from xtask_core.train.run_dir import RunDir, parse_csv_text
 from xtask_core.train.xtask_mt_format import parse_results_text
 
 __all__ = ["Run", "RunRef", "SOURCES", "read_run", "find_runs", "detect_source", "read_metrics_csv",

@@ -12,7 +12,8 @@ A run folder (file names: :class:`~xtask_core.train.run_dir.RunDir`) gets
   so ``tensorboard --logdir runs/`` works too.
 
 Reading these (and TensorBoard folders, and the original code's ``exps/NNN``) is
-:mod:`xtask_core.train.run_readers`' job; :func:`parse_csv_text` is the one CSV parser both use.
+:mod:`xtask_core.train.run_readers`' job; :func:`~xtask_core.train.run_dir.parse_csv_text` is the
+one CSV parser both use.
 """
 from __future__ import annotations
 
@@ -31,7 +32,7 @@ import numpy as np
 
 from xtask_core.errors import XTaskError
 from xtask_core.io.atomic import atomic_path, atomic_write_text
-from xtask_core.train.run_dir import RunDir
+from xtask_core.train.run_dir import RunDir, parse_csv_text
 
 __all__ = ["RunLogger", "parse_csv_text", "preload_tensorboard"]
 
@@ -245,35 +246,8 @@ class RunLogger:
         self.close()
 
 
-def parse_csv_text(text: str) -> tuple[list[str], list[dict], list[str], bool]:
-    """metrics.csv text → (header, rows as dicts of str, error strings, had_partial_line)."""
-    partial = bool(text) and not text.endswith("\n")
-    if partial:
-        cut = text.rfind("\n")
-        text = text[:cut + 1] if cut >= 0 else ""
-    lines = list(csv.reader(io.StringIO(text)))
-    if not lines:
-        return [], [], [], partial
-    header = [h.strip() for h in lines[0]]
-    errors = []
-    if any(not h for h in header) or len(set(header)) != len(header):
-        return [], [], ["metrics.csv: malformed header (empty or duplicate column names)"], partial
-    rows, bad, first_bad = [], 0, None
-    for lineno, rec in enumerate(lines[1:], start=2):
-        if not rec:
-            continue
-        if len(rec) != len(header):
-            bad += 1
-            first_bad = first_bad or lineno
-            continue
-        rows.append(dict(zip(header, rec)))
-    if bad:
-        errors.append(f"metrics.csv: skipped {bad} malformed row(s) (first at line {first_bad})")
-    return header, rows, errors, partial
-
-
 # Reader names that callers used to import from here (``runlog.read_run`` …) now live in
-# run_readers, which imports this module: resolved on first use, so there is no import cycle.
+# run_readers: resolved on first use (run_readers needs pandas, which the trainer does not).
 _MOVED = frozenset({"Run", "RunRef", "SOURCES", "read_run", "find_runs", "detect_source", "read_metrics_csv",
                     "read_tensorboard", "read_event_file"})
 _MOVED_FORMAT = frozenset({"parse_results_text", "split_top_level", "PUBLISHED_RESULTS", "PUBLISHED_SOURCE",
