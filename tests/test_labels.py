@@ -1,4 +1,4 @@
-"""Label tables and raw-id → train-id lookup tables (FACTS §4), checked on every raw id."""
+"""Label tables and raw-id → train-id lookup tables, checked on every raw id."""
 import numpy as np
 import pytest
 
@@ -9,7 +9,7 @@ IDS_19 = [7, 8, 11, 12, 13, 17, 19, 20, 21, 22, 23, 24, 25, 26, 27, 28, 31, 32, 
 
 
 def expected_7(raw: int) -> int:
-    # written out from FACTS §4, independently of the table in labels.py
+    # written out from the Cityscapes category id ranges, independently of the table in labels.py
     if 7 <= raw <= 10:
         return 0
     if 11 <= raw <= 16:

@@ -101,7 +101,7 @@ def test_non_square_input_and_strides():
 
 
 def test_original_key_layout_resnet34_7_classes():
-    """FACTS §1: the original ResNet34 / 7-class model.pth has exactly 478 entries."""
+    """The original ResNet34 / 7-class model.pth has exactly 478 entries."""
     model = XTaskNet(ModelConfig(enc_layers=34, num_classes=7))
     keys = list(model.state_dict())
     assert len(keys) == 478

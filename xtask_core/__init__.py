@@ -1,6 +1,6 @@
 """xtask_core: cross-task consistency multi-task learning (segmentation + depth).
 
-Public entry points (DESIGN §4): :func:`load_checkpoint`, :func:`save_checkpoint`,
+Public entry points: :func:`load_checkpoint`, :func:`save_checkpoint`,
 :class:`XTaskNet`, :class:`ModelConfig`, :class:`TrainConfig`, :class:`XTaskError`.
 Heavier modules (inference, metrics, losses, data, ...) are imported from their submodules.
 """

@@ -85,7 +85,7 @@ class ModelConfig:
         return _from_dict(cls, data)
 
 
-# Per-dataset defaults (FACTS §3). "synthetic" is read as Cityscapes.
+# Per-dataset defaults of the original code (docs/BACKGROUND.md). "synthetic" is read as Cityscapes.
 DATASET_DEFAULTS: dict[str, dict[str, Any]] = {
     "cityscapes": dict(height=128, width=256, epochs=250, batch_size=8, scheduler_step_size=80,
                        scheduler_gamma=0.5, lambda_1=0.01, lambda_2=0.01, num_classes=7,
@@ -164,7 +164,7 @@ class TrainConfig:
 
     @classmethod
     def for_dataset(cls, dataset: str, **overrides) -> "TrainConfig":
-        """Defaults of ``dataset`` (FACTS §3) updated by ``overrides``."""
+        """Defaults of ``dataset`` (:data:`DATASET_DEFAULTS`) updated by ``overrides``."""
         if dataset not in DATASET_DEFAULTS:
             raise XTaskError(f"unknown dataset {dataset!r} (valid: {', '.join(DATASETS)})")
         values = dict(DATASET_DEFAULTS[dataset], dataset=dataset)

@@ -1,6 +1,6 @@
 """Cityscapes (and the synthetic street scenes, which share its layout) as a torch Dataset.
 
-Layout under ``root`` (FACTS §4)::
+Layout under ``root`` (the official Cityscapes one)::
 
     leftImg8bit/{split}/{city}/{stem}_leftImg8bit.png   RGB (8-bit)
     gtFine/{split}/{city}/{stem}_gtFine_labelIds.png    raw label ids (uint8)
@@ -122,7 +122,7 @@ def read_sample(img_path, label_path, disp_path) -> tuple[np.ndarray, np.ndarray
 
 
 class CityscapesDataset(Dataset):
-    """Cityscapes-layout dataset yielding DESIGN §4 items.
+    """Cityscapes-layout dataset yielding batch items (keys as :func:`~xtask_core.data.transforms.to_item`).
 
     Each item: ``image`` 3×H×W float32 (ImageNet-normalised), ``seg`` H×W int64 train ids
     (250 = ignore), ``depth`` 1×H×W float32 disparity in model units (0 = invalid),

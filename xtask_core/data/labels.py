@@ -1,4 +1,4 @@
-"""Class tables, palettes and raw-id → train-id lookup tables (FACTS §4).
+"""Class tables, palettes and raw-id → train-id lookup tables.
 
 Three label sets are known:
 
@@ -76,7 +76,7 @@ NYUV2_13 = (
 # Raw Cityscapes ids by name, for the synthetic generator and tests.
 CITYSCAPES_IDS = {name: raw for name, raw, _ in CITYSCAPES_19}
 
-# How each dataset's depth channel is to be read (DESIGN §4 checkpoint meta "depth_kind").
+# How each dataset's depth channel is to be read (the checkpoint meta's "depth_kind").
 DEPTH_KINDS = {"cityscapes": "disparity", "synthetic": "disparity", "nyuv2": "depth"}
 
 _TABLES = {

@@ -1,4 +1,4 @@
-"""NYUv2 as preprocessed by MTAN: ``{root}/{split}/{image,label,depth}/{i}.npy`` (FACTS §4).
+"""NYUv2 as preprocessed by MTAN: ``{root}/{split}/{image,label,depth}/{i}.npy``.
 
 Files: ``image`` H×W×3 float in [0, 1]; ``label`` H×W float, classes 0..12, -1 = ignore;
 ``depth`` H×W×1 (or H×W) float metres, 0 = invalid. Indices run 0..N-1 (795 train / 654 val).
@@ -31,7 +31,8 @@ def _load(path: Path) -> np.ndarray:
 
 
 class NYUv2Dataset(Dataset):
-    """NYUv2 items with the DESIGN §4 keys; ``seg`` ignore value is -1, ``depth`` is metres.
+    """NYUv2 batch items (keys as :func:`~xtask_core.data.transforms.to_item`); ``seg`` ignore value
+    is -1, ``depth`` is metres.
 
     Args:
         root: folder holding ``train/`` and ``val/``. split: "train" or "val".
@@ -55,7 +56,8 @@ class NYUv2Dataset(Dataset):
         for i in ids:
             for sub in ("label", "depth"):
                 if not (base / sub / f"{i}.npy").is_file():
-                    raise XTaskError(f"{base / 'image' / f'{i}.npy'} has no matching {base / sub / f'{i}.npy'} ({layout})")
+                    raise XTaskError(f"{base / 'image' / f'{i}.npy'} has no matching "
+                                     f"{base / sub / f'{i}.npy'} ({layout})")
         self.ids = ids[:limit] if limit and limit > 0 else ids
 
     def __len__(self) -> int:
@@ -73,7 +75,8 @@ class NYUv2Dataset(Dataset):
         if dep.ndim == 3 and dep.shape[2] == 1:
             dep = dep[:, :, 0]
         if lab.shape != img.shape[:2] or dep.shape != img.shape[:2]:
-            raise XTaskError(f"sample {i} of {base}: image {img.shape[:2]}, label {lab.shape}, depth {dep.shape} differ")
+            raise XTaskError(f"sample {i} of {base}: image {img.shape[:2]}, label {lab.shape}, "
+                             f"depth {dep.shape} differ")
         for name, arr in (("image", img), ("label", lab), ("depth", dep)):
             if not np.issubdtype(arr.dtype, np.number):
                 raise XTaskError(f"{base / name / f'{i}.npy'} is not numeric (dtype {arr.dtype})")

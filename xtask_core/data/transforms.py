@@ -14,7 +14,7 @@ focal length f → s·f. Then
 - metric depth is unchanged by a focal change, but a monocular network that assumes a fixed
   focal length reads a zoomed object as s× nearer, so MTAN and the original code divide depth by
   s for NYUv2: ``depth_scaling="divide"``;
-- FACTS §3 records the division for NYUv2 only, so the original left Cityscapes disparity
+- the original divides for NYUv2 only and leaves Cityscapes disparity
   unscaled: ``depth_scaling="none"`` reproduces that.
 
 Randomness comes from an explicit ``np.random.Generator`` (no global state), so a seeded
@@ -22,7 +22,8 @@ generator gives reproducible augmentations.
 """
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import cv2
 import numpy as np
@@ -149,7 +150,7 @@ def denormalize(x: torch.Tensor | np.ndarray) -> np.ndarray:
 def to_item(sample: dict[str, Any], ignore: int) -> dict[str, Any]:
     """Numpy sample (``image`` H×W×3 float [0,1], ``seg`` H×W, ``depth`` H×W, ``name``) → batch item.
 
-    Returns the DESIGN §4 item: ``image`` 3×H×W float32 (ImageNet-normalised), ``seg`` H×W int64,
+    Returns the batch item every dataset yields: ``image`` 3×H×W float32 (ImageNet-normalised), ``seg`` H×W int64,
     ``depth`` 1×H×W float32 (0 = invalid), ``seg_mask`` = (seg != ignore) and ``depth_mask`` =
     (depth > 0), both 1×H×W float32 in {0, 1}, ``name`` str. Masks are derived after augmentation
     so they always match the targets exactly.

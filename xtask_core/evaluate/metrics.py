@@ -1,4 +1,4 @@
-"""Segmentation and depth metrics, vectorised, plus consistency energy (FACTS §5).
+"""Segmentation and depth metrics, vectorised, plus consistency energy.
 
 :class:`SegDepthMetrics` follows reset / update / compute. Segmentation uses ONE confusion
 matrix built with ``torch.bincount`` (rows = target class, columns = predicted class, non-ignored
@@ -452,7 +452,7 @@ class SegDepthMetrics:
 
 @torch.no_grad()
 def consistency_energy(seg: Tensor, seg_t: Tensor, depth: Tensor, depth_t: Tensor) -> dict[str, Any]:
-    """Per-pixel disagreement between direct and transferred predictions (FACTS §5).
+    """Per-pixel disagreement between direct and transferred predictions.
 
     seg, seg_t: N×C×H×W logits; depth, depth_t: N×1×H×W or N×H×W.
     Returns ``seg_kl`` N×H×W float32 map of KL(softmax(seg) ‖ softmax(seg_t)) in nats,

@@ -1,4 +1,4 @@
-"""XTaskNet and its parts: ResNet encoder, task decoders, task-transfer nets (FACTS §1)."""
+"""XTaskNet and its parts: ResNet encoder, task decoders, task-transfer nets."""
 from xtask_core.model.decoder import Decoder
 from xtask_core.model.encoder import (
            BLOCK_COUNTS,

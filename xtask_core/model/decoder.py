@@ -1,4 +1,4 @@
-"""Per-task decoder of XTaskNet (FACTS §1).
+"""Per-task decoder of XTaskNet.
 
 Five blocks ``conv1..conv5``; each is three (3×3 conv → BN → ReLU) at ``mid_features``
 channels, then ×2 bilinear upsampling (``align_corners=True``). Block 1 reads enc4 (stride 32);

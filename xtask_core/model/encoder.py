@@ -1,4 +1,4 @@
-"""ResNet encoder cut into the five stages the decoders tap (FACTS §1).
+"""ResNet encoder cut into the five stages the decoders tap.
 
 Stages and their outputs for an N×3×H×W input (H, W multiples of 32):
 

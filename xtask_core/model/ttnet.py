@@ -1,4 +1,4 @@
-"""Task-transfer net: a small U-Net mapping one task's prediction to the other task (FACTS §1).
+"""Task-transfer net: a small U-Net mapping one task's prediction to the other task.
 
 Channel flow with ``widths = (f, 2f, 4f)`` (default f = 64; ×2 with ``wider_ttnet``) for an
 N×C_in×H×W input (H, W multiples of 8)::

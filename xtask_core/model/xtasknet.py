@@ -18,7 +18,7 @@ from xtask_core.model.ttnet import TaskTransferNet
 
 
 class XTaskNet(nn.Module):
-    """Cross-task consistency network (FACTS §1).
+    """Cross-task consistency network (the original xtask_mt architecture).
 
     Args:
         config: architecture (:class:`~xtask_core.config.ModelConfig`), kept as ``self.config``.

@@ -1,6 +1,6 @@
 """Import an original xtask_mt experiment folder (``exps/NNN``) as an xtask run folder.
 
-The original code leaves, per experiment (FACTS §1)::
+The original code leaves, per experiment::
 
     exps/results.txt                  one "==========" block per experiment: "Experiment #NNN",
                                       a "Parameters: enc=…, lr=…, beta=(…), lp=…, tsegmt=…,
@@ -16,8 +16,8 @@ inferred :class:`~xtask_core.config.ModelConfig`; input size from indv_results w
 ``RUN/metrics.csv`` (one row per epoch: ``epoch, step, train_loss, val_loss``),
 ``RUN/config.json`` (source, parsed parameters, the original's final scores) and copies of the
 two text files for provenance. Every file is optional except ``model.pth``; what is missing is
-listed in the returned ``warnings``. Note: the original's "mIoU" is its per-image average
-(FACTS §5), stored here as ``miou_per_image``.
+listed in the returned ``warnings``. Note: the original's "mIoU" is its per-image average,
+stored here as ``miou_per_image``.
 """
 from __future__ import annotations
 
