@@ -181,16 +181,19 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"xtask {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
 
-    p = sub.add_parser("synth", help="generate the synthetic street-scene dataset (Cityscapes layout)",
+    p = sub.add_parser("synth", help="generate a synthetic dataset (street: Cityscapes layout; indoor: NYUv2)",
                        description="Render procedural street scenes (RGB, raw Cityscapes label ids, "
-                                   "16-bit disparity) into DIR in the Cityscapes folder layout. "
-                                   "Synthetic, not real images.")
+                                   "16-bit disparity) into DIR in the Cityscapes folder layout, or with "
+                                   "--kind indoor furnished rooms (13 NYUv2 classes, depth in metres) in "
+                                   "the NYUv2 .npy layout. Synthetic, not real images.")
+    p.add_argument("--kind", choices=("street", "indoor"), default="street",
+                   help="street scenes (Cityscapes layout, default) or indoor rooms (NYUv2 .npy layout)")
     p.add_argument("--out", required=True, help="dataset root to write")
     p.add_argument("--n-train", "--n_train", dest="n_train", type=_nonneg_int, default=400)
     p.add_argument("--n-val", "--n_val", dest="n_val", type=_nonneg_int, default=100)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--height", type=_positive_int, default=256)
-    p.add_argument("--width", type=_positive_int, default=512)
+    p.add_argument("--height", type=_positive_int, default=None, help="default 256 street, 288 indoor")
+    p.add_argument("--width", type=_positive_int, default=None, help="default 512 street, 384 indoor")
     p.add_argument("-j", "--workers", type=_nonneg_int, default=0, help="rendering processes (0 = in-process)")
     p.set_defaults(func=cmd_synth)
 
@@ -259,12 +262,17 @@ def build_parser() -> argparse.ArgumentParser:
 def cmd_synth(args) -> int:
     from xtask_core.data import synthetic
 
-    if args.height % 32 or args.width % 32:
-        raise XTaskError(f"--height and --width must be multiples of 32, got {args.height}x{args.width}")
+    indoor = args.kind == "indoor"
+    height = args.height or (288 if indoor else 256)
+    width = args.width or (384 if indoor else 512)
+    if height % 32 or width % 32:
+        raise XTaskError(f"--height and --width must be multiples of 32, got {height}x{width}")
     t0 = time.time()
-    synthetic.write_dataset(Path(args.out), n_train=args.n_train, n_val=args.n_val, seed=args.seed,
-                            height=args.height, width=args.width, workers=args.workers)
-    _out(f"wrote {args.n_train} train + {args.n_val} val synthetic scenes ({args.height}x{args.width}) "
+    write = synthetic.write_indoor_dataset if indoor else synthetic.write_dataset
+    write(Path(args.out), n_train=args.n_train, n_val=args.n_val, seed=args.seed,
+          height=height, width=width, workers=args.workers)
+    what = "indoor rooms (NYUv2 layout)" if indoor else "scenes"
+    _out(f"wrote {args.n_train} train + {args.n_val} val synthetic {what} ({height}x{width}) "
          f"to {args.out} in {time.time() - t0:.1f} s")
     return 0
 
