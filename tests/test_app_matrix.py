@@ -198,3 +198,36 @@ def test_every_checkpoint_every_page_every_source(matrix_env, monkeypatch, page,
                 assert {"depth (m)", "m"} & bars and not any("disparity" in b for b in bars), f"{where}: {bars}"
             else:
                 assert "disparity/256" in bars and not {"depth (m)", "m"} & bars, f"{where}: {bars}"
+
+
+def _single_task(monkeypatch, task: str) -> None:
+    """Make every prediction look like a single-task model's: None for the absent task and for
+    both transferred outputs (a baseline has no transfer nets)."""
+    from dataclasses import replace
+
+    from xtask_core.inference import predictor as inference
+    orig = inference.Predictor.predict
+
+    def predict(self, *args, **kwargs):
+        p = orig(self, *args, **kwargs)
+        if task == "depth":
+            return replace(p, seg_logits=None, seg_t_logits=None, depth_t=None)
+        return replace(p, depth=None, depth_t=None, seg_t_logits=None)
+
+    monkeypatch.setattr(inference.Predictor, "predict", predict)
+
+
+@pytest.mark.parametrize("task, other", [("depth", "segmentation"), ("segmentation", "depth")])
+@pytest.mark.parametrize("page", ["predictions", "error_maps", "compare", "learn"])
+def test_single_task_prediction_shows_its_task(matrix_env, monkeypatch, page, task, other):
+    st.cache_data.clear()
+    _single_task(monkeypatch, "depth" if task == "depth" else "segmt")
+    at = _open(page, matrix_env["env"], "shipped: demo7", monkeypatch)
+    if page == "compare":
+        at.multiselect(key="cmp_models").set_value(["shipped: demo7", "shipped: cityscapes19"]).run()
+    where = f"{page} / single-task {task}"
+    _assert_clean(at, where)
+    assert f"predicts {task} only: there is no {other}" in _texts(at), where
+    if page == "predictions":
+        titles = _figure_titles(at)
+        assert any(t.endswith(task) for t in titles) and not any(t.endswith(other) for t in titles), titles
