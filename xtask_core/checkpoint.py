@@ -89,11 +89,7 @@ def _json_default(obj: Any):
 
 # --------------------------------------------------------------------------- meta
 def _guess_dataset(num_classes: int) -> str:
-    if num_classes == 13:
-        return "nyuv2"
-    if num_classes in (7, 19):
-        return "cityscapes"
-    return "unknown"
+    return labels.dataset_for_classes(num_classes)
 
 
 def _generic_palette(n: int) -> list[list[int]]:

@@ -21,7 +21,8 @@ def _nyuv2(root, split, **kw):
     return NYUv2Dataset(root, split, **kw)
 
 
-DATASETS = {"cityscapes": _cityscapes, "synthetic": _cityscapes, "nyuv2": _nyuv2}
+# dataset name (config.DATASETS) → builder
+_BUILDERS = {"cityscapes": _cityscapes, "synthetic": _cityscapes, "nyuv2": _nyuv2}
 
 
 def make_dataset(name: str, root, split: str, **kw):
@@ -30,13 +31,13 @@ def make_dataset(name: str, root, split: str, **kw):
     NYUv2 takes no ``num_classes`` (always 13); passing ``num_classes=13`` is accepted and
     dropped so callers can pass the training config uniformly.
     """
-    if name not in DATASETS:
-        raise XTaskError(f"unknown dataset {name!r} (valid: {', '.join(DATASETS)})")
+    if name not in _BUILDERS:
+        raise XTaskError(f"unknown dataset {name!r} (valid: {', '.join(_BUILDERS)})")
     if name == "nyuv2":
         nc = kw.pop("num_classes", 13)
         if nc != 13:
             raise XTaskError(f"NYUv2 has 13 classes, got num_classes={nc}")
-    return DATASETS[name](root, split, **kw)
+    return _BUILDERS[name](root, split, **kw)
 
 
-__all__ = ["make_dataset", "DATASETS"]
+__all__ = ["make_dataset"]

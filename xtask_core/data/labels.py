@@ -86,6 +86,12 @@ _TABLES = {
 }
 
 
+def dataset_for_classes(num_classes: int) -> str:
+    """The label set a bare class count implies (the original code's files record no dataset):
+    13 → ``"nyuv2"``, 7 or 19 → ``"cityscapes"``, any other count → ``"unknown"``."""
+    return {k: name for name, k in _TABLES}.get(int(num_classes), "unknown")
+
+
 def _canonical(dataset: str) -> str:
     """Map ``dataset`` to the name of its label set ("synthetic" shares Cityscapes')."""
     name = str(dataset).lower()

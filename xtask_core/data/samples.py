@@ -13,14 +13,15 @@ from pathlib import Path
 
 import numpy as np
 
+from xtask_core.config import DATASETS
 from xtask_core.data.cityscapes import CityscapesDataset, decode_disparity
 from xtask_core.data.labels import cityscapes_lut
 from xtask_core.data.nyuv2 import NYUv2Dataset
 from xtask_core.errors import XTaskError
 from xtask_core.io.images import load_image, load_label_png, load_uint16_png, resize_nearest
 
-# Datasets one item can be read from; "synthetic" is xtask's own render in the Cityscapes layout.
-ITEM_DATASETS = ("synthetic", "cityscapes", "nyuv2")
+# Datasets one item can be read from (all of them); "synthetic" is xtask's own render in the Cityscapes layout.
+ITEM_DATASETS = DATASETS
 
 
 @dataclass(frozen=True)

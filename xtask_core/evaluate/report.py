@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from xtask_core.data.labels import DEPTH_KINDS
+from xtask_core.data.labels import DEPTH_KINDS, dataset_for_classes
 from xtask_core.evaluate import analysis
 from xtask_core.evaluate.metrics import SegDepthMetrics
 
@@ -50,9 +50,9 @@ def model_label_set(dataset: str | None, num_classes: int) -> str | None:
     original code's files."""
     name = str(dataset or "unknown").lower()
     if name == "unknown":
-        name = "nyuv2" if num_classes == 13 else "cityscapes"
+        name = dataset_for_classes(num_classes)
     name = SOURCE_LABEL_SETS.get(name, name)
-    if (name, int(num_classes)) in (("cityscapes", 7), ("cityscapes", 19), ("nyuv2", 13)):
+    if name != "unknown" and dataset_for_classes(num_classes) == name:
         return name
     return None
 

@@ -284,7 +284,7 @@ def _trainer_step_fn(model, cfg_train, device: torch.device, precision: str, cha
 
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
-    loss_fn = XTaskLoss(cfg_train.num_classes, lambda_1=0.01, lambda_2=0.01, ignore_index=250)
+    loss_fn = XTaskLoss(cfg_train.num_classes, ignore_index=250)  # λ: TrainConfig's defaults
     balancer = make_balancer("none", device=device)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-4, betas=(0.9, 0.99))
 

@@ -33,6 +33,7 @@ import numpy as np
 
 from xtask_core.checkpoint import default_meta, load_checkpoint, save_checkpoint
 from xtask_core.config import DEPTH_LOSSES
+from xtask_core.data.labels import dataset_for_classes
 from xtask_core.errors import XTaskError
 from xtask_core.train.run_dir import RunDir, has_checkpoints
 from xtask_core.train.runlog import RunLogger
@@ -211,7 +212,7 @@ def import_xtask_mt(exp_dir: str | Path, out_dir: str | Path) -> dict[str, Any]:
         warnings.append(f"input size not recorded; assuming {config.height}x{config.width}")
     if params.get("num_classes") not in (None, config.num_classes):
         warnings.append(f"results say {params['num_classes']} classes but the weights have {config.num_classes}")
-    dataset = "nyuv2" if config.num_classes == 13 else "cityscapes"
+    dataset = dataset_for_classes(config.num_classes)
 
     tr = _load_losses(exp_dir / "model" / "tr_losses.npy", warnings)
     va = _load_losses(exp_dir / "model" / "va_losses.npy", warnings)

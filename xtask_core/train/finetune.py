@@ -30,7 +30,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, fields
 from pathlib import Path
 
-from xtask_core.config import TrainConfig
+from xtask_core.config import DATASET_DEFAULTS, TrainConfig
 from xtask_core.data.synthetic import write_dataset, write_indoor_dataset
 from xtask_core.device import default_device
 from xtask_core.errors import XTaskError
@@ -55,7 +55,7 @@ _ARCH = tuple(dict.fromkeys(ARCH_FIELDS + ("height", "width")))
 # λ on a log scale: 0 (the term off), then 1 and 3 per decade from 1e-5 to 1. The defaults of
 # the original are 0.01 (Cityscapes) and 1e-4 (NYUv2): both are points of the scale.
 LAMBDA_CHOICES = (0.0, 1e-5, 3e-5, 1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 0.1, 0.3, 1.0)
-_DEFAULT_LAMBDA = {"cityscapes": 0.01, "nyuv2": 1e-4}
+_DEFAULT_LAMBDA = {name: DATASET_DEFAULTS[name]["lambda_1"] for name in ("cityscapes", "nyuv2")}
 # Where fine-tune data can come from, per label set of the model.
 SOURCES = {"street": "synthetic street scenes (Cityscapes labels)",
            "indoor": "synthetic indoor rooms (NYUv2 labels)",
@@ -152,7 +152,8 @@ def plan_data(num_classes: int, dataset: str | None, source: str, folder: str | 
 
 
 def finetune_args(init_checkpoint: str | os.PathLike, model_config, data_root: str | os.PathLike, *,
-                  steps: int = 30, lambda_1: float = 0.01, lambda_2: float = 0.01, lr: float = 1e-4,
+                  steps: int = 30, lambda_1: float = TrainConfig.lambda_1,
+                  lambda_2: float = TrainConfig.lambda_2, lr: float = 1e-4,
                   batch_size: int = 2, lp: str = "L1", tdep_loss: str = "L1", tseg_loss: str = "cross",
                   balancing: str = "none", ignore_index: int = 250, limit_val: int = 0,
                   workers: int = 0, precision: str = "auto", loss_reduction: str = "original",

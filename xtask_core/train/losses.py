@@ -62,6 +62,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from xtask_core.config import TrainConfig
 from xtask_core.errors import XTaskError
 
 __all__ = ["XTaskLoss", "DEPTH_LOSS_FNS", "TDEP_LOSS_FNS", "TSEG_LOSS_FNS", "ORIGINAL_TDEP_LOSS_FNS",
@@ -283,7 +284,7 @@ class XTaskLoss(nn.Module):
         (units: those of the loss functions; depth terms in the unit of the depth maps).
     """
 
-    def __init__(self, num_classes: int, lambda_1: float = 0.01, lambda_2: float = 0.01,
+    def __init__(self, num_classes: int, lambda_1: float = TrainConfig.lambda_1, lambda_2: float = TrainConfig.lambda_2,
                  label_smoothing: float = 0.0, lp: str = "L1", tdep_loss: str = "L1",
                  tseg_loss: str = "cross", ignore_index: int = 250, method: str = "xtsc",
                  reduction: str = "original"):
