@@ -85,6 +85,10 @@ class ModelConfig:
         return _from_dict(cls, data)
 
 
+# The architecture: every ModelConfig field but the input size and normalisation. A checkpoint
+# loaded into a config must match it on these; a resumed run cannot change them.
+ARCH_FIELDS = tuple(f.name for f in fields(ModelConfig) if f.name not in ("height", "width", "mean", "std"))
+
 # Per-dataset defaults of the original code (docs/BACKGROUND.md). "synthetic" is read as Cityscapes.
 DATASET_DEFAULTS: dict[str, dict[str, Any]] = {
     "cityscapes": dict(height=128, width=256, epochs=250, batch_size=8, scheduler_step_size=80,

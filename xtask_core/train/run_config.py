@@ -9,18 +9,16 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping
-from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
 from xtask_core.checkpoint import load_checkpoint, load_train_state
-from xtask_core.config import ModelConfig, TrainConfig
+from xtask_core.config import ARCH_FIELDS, TrainConfig
 from xtask_core.errors import XTaskError
 from xtask_core.train.run_dir import RunDir
 
-# What a resume may not change and a fine-tune takes from its checkpoint: the model's
-# architecture and input size, i.e. every ModelConfig field that is also a training option.
-_FIXED = tuple(f.name for f in fields(ModelConfig) if f.name in {g.name for g in fields(TrainConfig)})
+# what a resume may not change and a fine-tune takes from its checkpoint
+_FIXED = ARCH_FIELDS + ("height", "width")
 
 
 def _resumed(given: dict[str, Any], out: str) -> TrainConfig:

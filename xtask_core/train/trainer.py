@@ -40,7 +40,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data.distributed import DistributedSampler
 
 from xtask_core.checkpoint import default_meta, load_checkpoint, load_train_state, save_checkpoint, save_train_state
-from xtask_core.config import DATASETS, ModelConfig, TrainConfig
+from xtask_core.config import ARCH_FIELDS, DATASETS, ModelConfig, TrainConfig
 from xtask_core.device import default_device
 from xtask_core.errors import XTaskError
 from xtask_core.inference.precision import grad_scaler
@@ -64,9 +64,6 @@ METRIC_KEYS = ("pixel_acc", "miou", "miou_per_image", "abs", "abs_rel", "rmse",
                "delta1", "delta2", "delta3")
 # epochs without validation save last + resume state only when the last save is this old (s)
 SAVE_EVERY_S = 120.0
-# model config fields a checkpoint must share with the config to be loaded into it
-ARCH_FIELDS = ("enc_layers", "num_classes", "mid_features", "ttnet_features", "wider_ttnet",
-               "batch_norm")
 
 
 def _dist_on() -> bool:
