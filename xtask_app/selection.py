@@ -27,7 +27,7 @@ from xtask_core.data import labels as label_sets
 from xtask_core.errors import XTaskError
 from xtask_core.evaluate.report import LABEL_SET_NAMES, LabelFit, labels_fit, model_label_set
 from xtask_core.io.keys import sha1_hex
-from xtask_core.io.paths import CHECKPOINT_SUFFIXES, find_checkpoints
+from xtask_core.io.paths import BEST_CHECKPOINT, CHECKPOINT_SUFFIXES, find_checkpoints
 
 URL_PARAM = "ckpt"                   # ?ckpt=<label> in the address
 _CKPT = "xtask_ckpt"                 # canonical selection (label), survives page switches
@@ -180,7 +180,7 @@ def _on_path() -> None:
     try:
         path = settings.resolve_user_path(text)
         if path.is_dir():
-            path = path / "best.safetensors"
+            path = path / BEST_CHECKPOINT
             if not path.is_file():
                 raise XTaskError(f"{text} is a folder without best.safetensors")
     except XTaskError as err:

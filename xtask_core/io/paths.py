@@ -15,6 +15,9 @@ from pathlib import Path
 from xtask_core.errors import XTaskError
 
 CHECKPOINT_SUFFIXES = (".safetensors", ".pth", ".pt")
+# The best weights of a run folder, and of a shipped checkpoint folder (same layout);
+# train.run_dir.RunDir.BEST is this name.
+BEST_CHECKPOINT = "best.safetensors"
 
 
 def allowed_roots(repo_root: str | os.PathLike, env: Mapping[str, str] | None = None) -> list[Path]:
@@ -86,10 +89,10 @@ def find_checkpoints(checkpoint_dir: str | os.PathLike | None,
         for p in sorted(d.iterdir()):
             if p.is_file() and p.suffix in CHECKPOINT_SUFFIXES and not p.name.startswith("."):
                 out.append(CheckpointChoice(f"shipped: {p.stem}", p, "shipped"))
-            elif p.is_dir() and (p / "best.safetensors").is_file():
-                out.append(CheckpointChoice(f"shipped: {p.name}", p / "best.safetensors", "shipped"))
+            elif p.is_dir() and (p / BEST_CHECKPOINT).is_file():
+                out.append(CheckpointChoice(f"shipped: {p.name}", p / BEST_CHECKPOINT, "shipped"))
     if runs_dir and Path(runs_dir).is_dir():
         for p in sorted(Path(runs_dir).iterdir()):
-            if p.is_dir() and (p / "best.safetensors").is_file():
-                out.append(CheckpointChoice(f"run: {p.name}", p / "best.safetensors", "run"))
+            if p.is_dir() and (p / BEST_CHECKPOINT).is_file():
+                out.append(CheckpointChoice(f"run: {p.name}", p / BEST_CHECKPOINT, "run"))
     return out

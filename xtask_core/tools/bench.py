@@ -55,6 +55,7 @@ import torch
 
 from xtask_core.config import ModelConfig
 from xtask_core.inference.autotune import DEPTH_REL_DIFF_MAX, SEG_AGREEMENT_MIN, output_checks
+from xtask_core.io.paths import BEST_CHECKPOINT
 from xtask_core.tools.bench_report import format_table
 from xtask_core.tools.bench_timing import (
     _gflops,
@@ -202,7 +203,7 @@ def bench_inference(s: BenchSizes, peaks: dict) -> dict:
 def _shipped_checkpoint() -> Path | None:
     """The demo checkpoint that ships (``checkpoints/demo-consistency``), else any shipped one."""
     root = Path(__file__).resolve().parents[2] / "checkpoints"
-    preferred = root / "demo-consistency" / "best.safetensors"
+    preferred = root / "demo-consistency" / BEST_CHECKPOINT
     if preferred.is_file():
         return preferred
     # shipped checkpoints are either files or run folders holding best.safetensors

@@ -30,6 +30,7 @@ from typing import Any
 
 from xtask_core.errors import XTaskError
 from xtask_core.io.atomic import atomic_write_text
+from xtask_core.io.paths import BEST_CHECKPOINT
 from xtask_core.train.process import process_start_time
 
 # One status vocabulary for runs (progress.json) and jobs (JobStatus.state).
@@ -47,7 +48,7 @@ class RunDir:
     PROGRESS = "progress.json"
     JOB = "job.json"
     LOG = "train.log"
-    BEST = "best.safetensors"
+    BEST = BEST_CHECKPOINT
     LAST = "last.safetensors"
     STATE = "last.state.pt"
     CANCEL = "cancel"
