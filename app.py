@@ -25,4 +25,5 @@ st.navigation([
     st.Page(PAGES / "finetune.py", title="Fine-tune", icon=":material/tune:"),
     st.Page(PAGES / "dashboard.py", title="Training dashboard", icon=":material/monitoring:"),
     st.Page(PAGES / "learn.py", title="Learn", icon=":material/school:"),
+    st.Page(PAGES / "dataset.py", title="Dataset", icon=":material/dataset:"),
 ]).run()

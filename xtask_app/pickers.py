@@ -100,6 +100,21 @@ def _pick_upload(state: ModelState, key: str, box) -> Picked | None:
     return Picked(cache.cached_upload(data), up.name, sha1_hex(data), note=state.fit(None).reason)
 
 
+def _follow_link(key: str) -> None:
+    """Open the image the address names, once per address: ``?src=sample&image=NAME`` or
+    ``?src=dataset&ds=…&root=…&split=…&idx=…`` (the Dataset page's click-through links)."""
+    q, ss = st.query_params, st.session_state
+    link = tuple(q.get(k) for k in ("src", "image", "ds", "root", "split", "idx"))
+    if link[0] not in ("sample", "dataset") or ss.get(f"_{key}_link") == link:
+        return
+    ss[f"_{key}_link"] = link
+    if link[0] == "sample" and link[1] in [s.name for s in settings.samples()]:
+        ss[f"{key}_src"], ss[f"{key}_sample"] = "Sample", link[1]
+    elif link[0] == "dataset" and link[2] in ITEM_DATASETS and str(link[5]).isdigit():
+        ss.update({f"{key}_src": "Dataset split", f"{key}_ds": link[2], f"{key}_root": link[3] or "",
+                   f"{key}_split": link[4] or "val", f"{key}_idx": int(link[5])})
+
+
 def image_picker(state: ModelState, key: str, sources=SOURCES, container=None,
                  explain_gt: bool = True) -> Picked | None:
     """Image source radio (``{key}_src``) + the matching picker. Errors show one st.error line
@@ -110,6 +125,7 @@ def image_picker(state: ModelState, key: str, sources=SOURCES, container=None,
     options = list(sources)
     if not settings.samples() and "Sample" in options and len(options) > 1:
         options.remove("Sample")
+    _follow_link(key)
     src = box.radio("Image source", options, horizontal=True, key=f"{key}_src")
     try:
         if src == "Sample":

@@ -320,7 +320,8 @@ def choose_checkpoints(label: str, key: str, default_count: int = 2) -> list[Mod
     labels = list(found)
     current = st.session_state.get(_CKPT)
     default = ([current] if current in labels else []) + [lb for lb in labels if lb != current]
-    picked = st.multiselect(label, labels, default=default[:default_count], key=key)
+    linked = [lb for lb in st.query_params.get_all("ckpts") if lb in labels]   # ?ckpts=A&ckpts=B (Dataset links)
+    picked = st.multiselect(label, labels, default=linked or default[:default_count], key=key)
     states = []
     for lb in picked:
         try:

@@ -57,7 +57,7 @@ from xtask_core.errors import XTaskError
 from xtask_core.io.atomic import atomic_path, check_output_file
 
 __all__ = ["RECORD_FORMAT", "COLUMNS", "SCHEMA", "METRIC_KEYS", "RecordStore", "load_records",
-           "read_records_file", "parts_dir"]
+           "read_records_file", "records_source", "parts_dir"]
 
 RECORD_FORMAT = 1  # bump when a column's meaning changes: cached records of older formats are not reused
 META_KEY = b"xtask_records"
@@ -106,20 +106,39 @@ def read_records_file(path: str | os.PathLike) -> tuple[pa.Table, dict]:
     except (pa.ArrowException, OSError, ValueError) as err:
         first = " ".join(str(err).split())[:160]
         raise XTaskError(f"{path} is not a readable records file (truncated or not Parquet: {first})") from None
-    meta = _meta_of(table.schema)
+    return table.select([n for n, _ in COLUMNS]), _check_schema(path, table.schema)
+
+
+def records_source(path: str | os.PathLike) -> dict:
+    """The source identity a records file was made for (kind, dataset, split, root, input size),
+    read from its footer only; the same one-line XTaskErrors as :func:`read_records_file`."""
+    path = Path(path)
+    if not path.is_file():
+        raise XTaskError(f"records file {path} does not exist")
+    try:
+        schema = pq.read_schema(path)
+    except (pa.ArrowException, OSError, ValueError) as err:
+        first = " ".join(str(err).split())[:160]
+        raise XTaskError(f"{path} is not a readable records file (truncated or not Parquet: {first})") from None
+    return dict(_check_schema(path, schema).get("source") or {})
+
+
+def _check_schema(path: Path, schema: pa.Schema) -> dict:
+    """The ``xtask_records`` metadata of a file with this schema, or a one-line XTaskError."""
+    meta = _meta_of(schema)
     if meta is None:
         raise XTaskError(f"{path} is a Parquet file of another schema (no xtask records metadata)")
     if meta.get("format") != RECORD_FORMAT:
         raise XTaskError(f"{path} holds records of format {meta.get('format')!r}; this xtask reads "
                          f"format {RECORD_FORMAT}: recompute them")
-    have = {f.name: f.type for f in table.schema}
+    have = {f.name: f.type for f in schema}
     missing = [n for n, _ in COLUMNS if n not in have]
     wrong = [n for n, t in COLUMNS if n in have and have[n] != t]
     if missing or wrong:
         what = (f"missing columns {', '.join(missing[:6])}" if missing else
                 f"columns of another type: {', '.join(wrong[:6])}")
         raise XTaskError(f"{path} is a records file of another schema ({what})")
-    return table.select([n for n, _ in COLUMNS]), meta
+    return meta
 
 
 def _to_frame(table: pa.Table) -> pd.DataFrame:

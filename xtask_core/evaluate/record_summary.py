@@ -12,6 +12,9 @@ or :func:`~xtask_core.evaluate.record_store.load_records`): what the Dataset pag
 - :func:`confusion_matrix`, :func:`rank_by_confusion`: the split's confusion matrix from the
   images' counts, and the images ranked by one cell (true class X predicted as Y).
 - :func:`totals`: dataset-level figures per checkpoint, recomputed from the records.
+- :func:`worsening`: per image, how much worse checkpoint B is than A in a metric (its direction known).
+- :func:`class_iou_table`: per-class IoU per checkpoint with the change from the first.
+- :func:`score_curves`: the pooled sparsification curves of each score for one checkpoint.
 """
 from __future__ import annotations
 
@@ -23,9 +26,10 @@ import pandas as pd
 
 from xtask_core.errors import XTaskError
 from xtask_core.evaluate.analysis import sparsification, spearman
+from xtask_core.evaluate.delta_m import HIGHER_IS_BETTER
 
 __all__ = ["ERRORS", "SCORES", "error_values", "precision_at_k", "score_vs_error", "checkpoint_delta",
-           "confusion_matrix", "rank_by_confusion", "totals"]
+           "confusion_matrix", "rank_by_confusion", "totals", "worsening", "class_iou_table", "score_curves"]
 
 #: built-in per-image errors (higher = worse)
 ERRORS = {"pixel_error": "1 − pixel accuracy", "miou_error": "1 − the image's mIoU"}
@@ -190,4 +194,55 @@ def totals(df: pd.DataFrame) -> dict[str, dict]:
         for k in ("seg_energy", "depth_energy", "seg_disagree", "seg_entropy"):
             res[k] = float(part[k].mean())
         out[str(name)] = res
+    return out
+
+
+def worsening(df: pd.DataFrame, metric: str, a: str, b: str) -> pd.DataFrame:
+    """:func:`checkpoint_delta` plus ``worse`` = how much worse ``b`` is than ``a`` on each image
+    (b − a for a lower-is-better metric, a − b for a higher-is-better one; a ``t_`` prefix counts
+    as the metric itself), sorted by ``worse`` descending (the largest drop first, NaN last).
+    """
+    base = metric[2:] if metric.startswith("t_") else metric
+    if base not in HIGHER_IS_BETTER:
+        raise XTaskError(f"no known direction for {metric!r} (known: {', '.join(HIGHER_IS_BETTER)})")
+    out = checkpoint_delta(df, metric, a, b)
+    out["worse"] = -out["delta"] if HIGHER_IS_BETTER[base] else out["delta"]
+    return out.sort_values(["worse", "index"], ascending=[False, True], kind="stable",
+                           na_position="last").reset_index(drop=True)
+
+
+def class_iou_table(df: pd.DataFrame, class_names: Sequence[str] | None = None) -> pd.DataFrame:
+    """Dataset-level IoU per class (rows) and checkpoint (columns, in order of appearance), from
+    the summed confusion counts, plus ``Δ <name>`` = that checkpoint − the first one. Fractions;
+    NaN where a class never occurs in either the prediction or the ground truth."""
+    tot = {k: v for k, v in totals(df).items() if v["iou_per_class"]}
+    if not tot:
+        raise XTaskError("records have no confusion counts (no ground truth)")
+    sizes = {len(v["iou_per_class"]) for v in tot.values()}
+    if len(sizes) > 1:
+        raise XTaskError("the checkpoints have different class counts: compare their IoU one by one")
+    c = sizes.pop()
+    names = list(class_names) if class_names is not None and len(class_names) == c else [f"class {i}" for i in range(c)]
+    out = pd.DataFrame({"class": names})
+    first = None
+    for name, t in tot.items():
+        out[name] = t["iou_per_class"]
+        if first is None:
+            first = name
+        else:
+            out[f"Δ {name}"] = out[name] - out[first]
+    return out
+
+
+def score_curves(df: pd.DataFrame, scores: Sequence[str] = ("seg_energy", "seg_entropy"),
+                 error: str = "pixel_error", n_steps: int = 20) -> dict[str, dict]:
+    """Sparsification over images for each score (pass one checkpoint's rows): score → the dict of
+    :func:`xtask_core.evaluate.analysis.sparsification` (removing the images the score ranks worst
+    first; the oracle removes the truly worst first). Images without the error are left out."""
+    err = error_values(df, error)
+    out = {}
+    for score in scores:
+        s = _column(df, score)
+        ok = np.isfinite(err) & np.isfinite(s)
+        out[score] = sparsification(err[ok], s[ok], n_steps=n_steps)
     return out

@@ -1,0 +1,137 @@
+"""AppTest of the Dataset page (app_pages/dataset.py) on records made by tiny models, and its links."""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from tests.app_helpers import PAGE_DIR, app_text, make_app_env, set_env
+from xtask_app.ui.dataset_links import open_params, sample_name, source_text
+from xtask_core.evaluate.records import records_for
+from xtask_core.evaluate.sources import dataset_source, folder_source
+from xtask_core.tools import record_job
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("dspage")
+    e = make_app_env(tmp) | {"XTASK_CACHE_DIR": str(tmp / "cache"), "XTASK_JOB_OWNER": f"dspage-{id(tmp)}"}
+    ck = Path(e["XTASK_CHECKPOINT_DIR"])
+    cks = [str(ck / "tiny_a.safetensors"), str(ck / "tiny_b.safetensors")]
+    src = dataset_source("synthetic", e["XTASK_SAMPLES_DIR"], "val", (64, 64), num_classes=7)
+    records_for(cks, src, out=tmp / "runs" / "samples.parquet", cache=False, device="cpu")
+    photos = tmp / "photos"
+    photos.mkdir()
+    rng = np.random.default_rng(3)
+    for i in range(3):
+        cv2.imwrite(str(photos / f"p{i}.png"), rng.integers(0, 256, (40, 60, 3), dtype=np.uint8))
+    records_for(cks[:1], folder_source(photos, (64, 64)), out=tmp / "runs" / "photos.parquet", cache=False,
+                device="cpu")
+    (tmp / "runs" / "cut.parquet").write_bytes((tmp / "runs" / "samples.parquet").read_bytes()[:300])
+    return e
+
+
+def _page(env, monkeypatch, records: str | None = None):
+    import streamlit as st
+    from streamlit.testing.v1 import AppTest
+    set_env(monkeypatch, env)
+    st.cache_data.clear()
+    st.cache_resource.clear()
+    at = AppTest.from_file(str(PAGE_DIR / "dataset.py"), default_timeout=180)
+    if records:
+        at.query_params["records"] = records
+    return at
+
+
+def _runs(env) -> Path:
+    return Path(env["XTASK_RUNS_DIR"])
+
+
+def test_records_file_of_two_checkpoints(env, monkeypatch):
+    at = _page(env, monkeypatch, str(_runs(env) / "samples.parquet"))
+    at.run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    text = app_text(at)
+    assert "2 images × 2 checkpoint(s)" in text and "synthetic val split" in text
+    assert "What energy can and cannot tell" in text and "How well it matched here" in text
+    assert "Measured on this machine" in text           # the live model's figures, energy beside entropy
+    assert at.radio(key="ds_src").value == "Records file"
+    # the drop from A to B in mIoU ranks the images; its first tile links to Compare with both checkpoints
+    at.radio(key="ds_rank").set_value("Largest drop from checkpoint A to B").run()
+    assert not at.exception
+    at.button(key="ds_grid_0_Compare").click().run()
+    info = " ".join(e.value for e in at.info)
+    assert "compare.py" in info and "src=sample" in info and "ckpts=shipped" in info, info
+    # a confusion button ranks the images by that cell
+    cell = next(b for b in at.button if b.key.startswith("ds_cell_"))
+    cell.click().run()
+    assert not at.exception and at.radio(key="ds_rank").value == "Most pixels of one confusion"
+    t, p = (int(v) for v in cell.key.split("_")[-2:])
+    assert at.selectbox(key="ds_true").value == t and at.selectbox(key="ds_pred").value == p
+    # energy vs error with the other error measure
+    at.radio(key="ds_err").set_value("miou_error").run()
+    assert not at.exception
+
+
+@pytest.mark.parametrize("name, message", [("cut.parquet", "not a readable records file"),
+                                           ("nowhere.parquet", "does not exist")])
+def test_bad_records_file_is_one_line(env, monkeypatch, name, message):
+    at = _page(env, monkeypatch, str(_runs(env) / name))
+    at.run()
+    assert not at.exception
+    assert any(message in e.value for e in at.error), [e.value for e in at.error]
+
+
+def test_records_file_outside_the_allowed_folders(env, monkeypatch, tmp_path):
+    at = _page(env, monkeypatch, "/etc/passwd")
+    at.run()
+    assert not at.exception and any("outside the allowed folders" in e.value for e in at.error)
+
+
+def test_unlabelled_folder_records(env, monkeypatch):
+    at = _page(env, monkeypatch, str(_runs(env) / "photos.parquet"))
+    at.run()
+    assert not at.exception and not at.error
+    text = app_text(at)
+    assert "3 images × 1 checkpoint(s)" in text and "no labels" in text
+    assert "the confusion matrix needs labels" in text
+    assert at.radio(key="ds_rank").options == ["Worst first by a column"]
+    assert at.selectbox(key="ds_rank_col").value == "seg_energy"
+
+
+@pytest.mark.slow
+def test_evaluate_button_runs_the_background_job(env, monkeypatch):
+    at = _page(env, monkeypatch)
+    at.run()
+    assert not at.exception and at.radio(key="ds_src").value == "Shipped samples"
+    at.button(key="ds_start").click().run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    run_dir = at.session_state["ds_job"]
+    end = time.time() + 180
+    while not record_job.poll(run_dir).finished and time.time() < end:
+        time.sleep(0.5)
+    assert record_job.poll(run_dir).state == "done"
+    at.run()
+    assert not at.exception and "2 images × 1 checkpoint(s)" in app_text(at)
+    # a new session (a reload) re-attaches to the latest job
+    again = _page(env, monkeypatch)
+    again.run()
+    assert not again.exception and "2 images × 1 checkpoint(s)" in app_text(again)
+
+
+def test_open_params():
+    src = {"kind": "dataset", "dataset": "synthetic", "split": "val", "root": "/data/s", "input_size": [64, 64]}
+    img = "leftImg8bit/val/city/a_000001_000019_leftImg8bit.png"
+    assert sample_name(img) == "val/city/a_000001_000019" and sample_name("x.png") is None
+    p = open_params(src, img, 3, ["A", "B"], samples_root="/data/s")
+    assert p == {"ckpt": "A", "ckpts": ["A", "B"], "src": "sample", "image": "val/city/a_000001_000019"}
+    p = open_params(src, img, 3, ["A"], samples_root="/elsewhere")
+    assert p == {"ckpt": "A", "ckpts": ["A"], "src": "dataset", "ds": "synthetic", "root": "/data/s", "split": "val",
+                 "idx": "3"}
+    assert open_params({"kind": "folder", "root": "/p"}, "x.png", 0, ["A"]) is None
+    assert source_text(src) == "synthetic val split (/data/s), input 64×64"
