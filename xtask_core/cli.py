@@ -9,7 +9,7 @@ Ctrl-C exits with 130; an unexpected internal error prints one line and exits wi
 Set ``XTASK_DEBUG=1`` to get the full traceback instead.
 
 Heavy imports (torch, numpy, the model, datasets) happen inside the command handlers, so
-``xtask --help`` stays fast (about 0.1 s instead of several seconds); the library functions the
+``xtask --help`` stays fast (a fraction of a second instead of several seconds); the library functions the
 handlers call live in their layers (``train.run_config``, ``tools.checkpoint_eval``,
 ``tools.predict_files``, ...), this module only parses, dispatches and prints.
 """

@@ -150,5 +150,5 @@ def cityscapes_lut(num_classes: int) -> np.ndarray:
     return lut
 
 
-# Name used in docs/INTERFACES.md.
+# Older name of cityscapes_lut, kept for scripts that use it.
 cityscapes_id_to_train = cityscapes_lut

@@ -62,7 +62,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from xtask_core.config import TrainConfig
+from xtask_core.config import METHODS, TrainConfig
 from xtask_core.errors import XTaskError
 
 __all__ = ["XTaskLoss", "DEPTH_LOSS_FNS", "TDEP_LOSS_FNS", "TSEG_LOSS_FNS", "ORIGINAL_TDEP_LOSS_FNS",
@@ -243,8 +243,6 @@ REDUCTIONS: dict[str, tuple[Mapping[str, Callable], Mapping[str, Callable]]] = {
     "original": (ORIGINAL_TDEP_LOSS_FNS, ORIGINAL_TSEG_LOSS_FNS),
     "masked": (TDEP_LOSS_FNS, TSEG_LOSS_FNS),
 }
-
-METHODS = ("xtsc", "xtc")
 
 
 def get_loss_fn(registry: Mapping[str, Callable], name: str, what: str) -> Callable:
