@@ -97,17 +97,18 @@ def softmax_entropy(logits: torch.Tensor) -> torch.Tensor:
 
 
 def _metric_values(seg, depth, target: dict | None, i: int, num_classes: int, ignore: int) -> dict:
-    """The image's own metrics from a one-image SegDepthMetrics (NaN without ground truth)."""
-    if target is None:
+    """The image's own metrics from a one-image SegDepthMetrics (NaN without ground truth, and for
+    a task whose output is None: single-task nets, no transferred outputs)."""
+    if target is None or (seg is None and depth is None):
         return {**dict.fromkeys(METRIC_KEYS, float("nan")), "confusion": None, "n_pixels": 0,
                 "n_depth_pixels": 0}
     m = SegDepthMetrics(num_classes, ignore)
-    m.update(seg[i:i + 1], depth[i:i + 1], target["seg"][i:i + 1], target["depth"][i:i + 1],
-             target["depth_mask"][i:i + 1])
+    m.update(None if seg is None else seg[i:i + 1], None if depth is None else depth[i:i + 1],
+             target["seg"][i:i + 1], target["depth"][i:i + 1], target["depth_mask"][i:i + 1])
     r = m.compute()
     out = {k: float(r[k]) for k in METRIC_KEYS if k != "miou"}
     out["miou"] = float(r["miou_per_image"])  # the image's own mIoU (original definition)
-    out["confusion"] = np.asarray(r["confusion"], dtype=np.int64).reshape(-1)
+    out["confusion"] = np.asarray(r["confusion"], dtype=np.int64).reshape(-1) if seg is not None else None
     out["n_pixels"], out["n_depth_pixels"] = int(r["n_pixels"]), int(r["n_depth_pixels"])
     return out
 
@@ -128,17 +129,22 @@ def image_rows(outputs: Sequence[torch.Tensor], target: dict | None, num_classes
     ``seg_entropy`` and ``confusion`` (C·C int64, empty without labels).
     """
     seg, seg_t, depth, depth_t = outputs
-    entropy = softmax_entropy(seg).mean((1, 2)).double().cpu().tolist()
+    n = next(o.shape[0] for o in outputs if o is not None)
+    nan = float("nan")
+    entropy = softmax_entropy(seg).mean((1, 2)).double().cpu().tolist() if seg is not None else [nan] * n
     rows = []
-    for i in range(seg.shape[0]):
+    for i in range(n):
         direct = _metric_values(seg, depth, target, i, num_classes, ignore_index)
         moved = _metric_values(seg_t, depth_t, target, i, num_classes, ignore_index)
-        energy = consistency_energy(seg[i:i + 1], seg_t[i:i + 1], depth[i:i + 1], depth_t[i:i + 1])
+        seg_e = depth_e = disagree = nan     # a single-task net (or no transferred outputs): no energy
+        if all(o is not None for o in outputs):
+            energy = consistency_energy(seg[i:i + 1], seg_t[i:i + 1], depth[i:i + 1], depth_t[i:i + 1])
+            seg_e, depth_e = float(energy["seg_kl_mean"]), float(energy["depth_abs_mean"])
+            disagree = float(disagreement(seg[i], seg_t[i]).mean())
         conf = direct.pop("confusion")
         moved.pop("confusion")
         rows.append({**direct, **{f"t_{k}": moved[k] for k in METRIC_KEYS},
-                     "seg_energy": float(energy["seg_kl_mean"]), "depth_energy": float(energy["depth_abs_mean"]),
-                     "seg_disagree": float(disagreement(seg[i], seg_t[i]).mean()),
+                     "seg_energy": seg_e, "depth_energy": depth_e, "seg_disagree": disagree,
                      "seg_entropy": float(entropy[i]),
                      "confusion": conf if conf is not None else np.zeros(0, np.int64)})
     return rows
@@ -206,7 +212,7 @@ def _run_model(pred: Predictor, x: torch.Tensor, batch_size: int) -> tuple:
     k = int(x.shape[0])
     if pred.traced and k < batch_size:  # one traced shape for every batch, as evaluate_split
         x = torch.cat([x, x[-1:].expand(batch_size - k, *x.shape[1:])])
-    return tuple(o[:k] for o in pred.forward(x))
+    return tuple(None if o is None else o[:k] for o in pred.forward(x))
 
 
 def records_for(checkpoints: Sequence[str | os.PathLike], source: Source, *,
@@ -302,7 +308,7 @@ def records_for(checkpoints: Sequence[str | os.PathLike], source: Source, *,
                 if not sel:
                     continue
                 out_t = _run_model(pred, stack_x([it for _, it in sel], ci), batch_size)
-                dev = out_t[0].device
+                dev = next(o for o in out_t if o is not None).device
                 target = None
                 if source.labelled:
                     target = {k: torch.stack([it[k] for _, it in sel]).to(dev) for k in ("seg", "depth", "depth_mask")}
