@@ -55,9 +55,9 @@ def _wait_health(url: str, proc: subprocess.Popen, timeout: float = 90.0) -> Non
     raise AssertionError("streamlit server did not become healthy")
 
 
-@pytest.fixture
-def server(tmp_path):
-    env = dict(os.environ, **make_app_env(tmp_path))
+def _serve(env_vars: dict[str, str]):
+    """Start `streamlit run app.py` with ``env_vars`` added; yield {url, t0, proc}; stop it."""
+    env = dict(os.environ, **env_vars)
     env["XTASK_JOB_OWNER"] = f"browser-test-{os.getpid()}"
     port = _free_port()
     t0 = time.time()
@@ -69,7 +69,7 @@ def server(tmp_path):
     url = f"http://127.0.0.1:{port}"
     try:
         _wait_health(url, proc)
-        yield {"url": url, "t0": t0, "tmp": tmp_path, "proc": proc}
+        yield {"url": url, "t0": t0, "proc": proc}
     finally:
         proc.terminate()
         try:
@@ -79,6 +79,12 @@ def server(tmp_path):
         out = proc.stdout.read() if proc.stdout else ""
         if "Traceback" in out:  # pages show no tracebacks (showErrorDetails = "none"): the log has them
             print(out[-6000:])
+
+
+@pytest.fixture
+def server(tmp_path):
+    for info in _serve(make_app_env(tmp_path)):
+        yield dict(info, tmp=tmp_path)
 
 
 _STATE = "document.querySelector(\"[data-testid='stApp']\")?.getAttribute('data-test-script-state')"
@@ -247,4 +253,63 @@ def test_first_request_deep_link_shows_the_real_menu(server):
         assert "Compare checkpoints" in nav and "Training dashboard" in nav and "app" not in nav.split(), nav
         _wait_sidebar_text(page, "tiny b")
         _no_errors(page, "first request: deep link")
+        browser.close()
+
+
+SHIPPED_NYUV2 = ROOT / "checkpoints" / "demo-nyuv2" / "best.safetensors"
+
+
+@pytest.fixture
+def nyuv2_server(tmp_path):
+    """The app with an NYUv2 checkpoint: the shipped demo-nyuv2 with the shipped samples when it
+    exists, else a tiny 13-class model beside the tiny street ones. Yields the server and the label."""
+    env = {"XTASK_RUNS_DIR": str(tmp_path / "runs")}
+    if SHIPPED_NYUV2.is_file():
+        label = "shipped: demo-nyuv2"
+    else:
+        import torch
+
+        from xtask_core.checkpoint import default_meta, save_checkpoint
+        from xtask_core.config import ModelConfig
+        from xtask_core.model import XTaskNet
+        env = make_app_env(tmp_path)
+        torch.manual_seed(3)
+        cfg = ModelConfig(enc_layers=18, num_classes=13, mid_features=8, ttnet_features=4, height=64, width=64)
+        meta = default_meta(13, "nyuv2")
+        meta["name"] = "tiny nyuv2"
+        save_checkpoint(Path(env["XTASK_CHECKPOINT_DIR"]) / "tiny_nyuv2.safetensors", XTaskNet(cfg).eval(), meta)
+        label = "shipped: tiny_nyuv2"
+    (tmp_path / "runs").mkdir(exist_ok=True)
+    for info in _serve(env):
+        yield dict(info, label=label)
+
+
+def test_every_page_with_an_nyuv2_checkpoint(nyuv2_server):
+    """Issue 18: an NYUv2 model opened by a link (?ckpt=) on every page: no error box, a figure or
+    image on every image page, depth in metres, the checkpoint kept from page to page."""
+    from urllib.parse import parse_qs, quote, urlparse
+    label = nyuv2_server["label"]
+    with playwright_sync.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu"])
+        page = browser.new_page(viewport={"width": 1400, "height": 2400})
+        page.goto(nyuv2_server["url"] + "/predictions?ckpt=" + quote(label))
+        page.get_by_role("heading", name="Predictions").first.wait_for(timeout=120_000)
+        _idle(page)
+        _wait_sidebar_text(page, "dataset: nyuv2")
+        _no_errors(page, "predictions (deep link)")
+        main = page.locator("[data-testid='stMain']").inner_text()
+        assert "Colour bar in metres" in main, main[:600]
+        nav = page.locator("[data-testid='stSidebarNav'] a")
+        titles = [nav.nth(i).inner_text().strip().splitlines()[-1] for i in range(nav.count())]  # (icon, title)
+        assert len(titles) >= 7, titles
+        for i, title in enumerate(titles):
+            page.locator("[data-testid='stSidebarNav'] a").nth(i).click()
+            _idle(page)
+            page.locator("[data-testid='stMain'] h1").first.wait_for(timeout=60_000)
+            _no_errors(page, f"{title} with {label}")
+            assert "dataset: nyuv2" in page.locator("[data-testid='stSidebarUserContent']").inner_text(), title
+            assert parse_qs(urlparse(page.url).query).get("ckpt") == [label], (title, page.url)   # the address keeps it
+            if title in ("Predictions", "Error maps", "Compare checkpoints", "Learn"):
+                shown = page.locator(".js-plotly-plot, [data-testid='stImage'] img").count()
+                assert shown >= 1, f"{title}: nothing drawn"
         browser.close()
