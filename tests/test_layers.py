@@ -217,3 +217,24 @@ def test_layer_rules_catch_an_upward_import():
     assert "train" not in ALLOWED[layer_of("xtask_core.evaluate.split")]
     assert "app" not in ALLOWED[layer_of("xtask_core.cli")]
     assert layer_of("xtask_core.io.tensorfile") in ALLOWED[layer_of("xtask_core.model.encoder")]
+
+
+def test_module_and_page_sizes():
+    """Modules stay readable: ≤ 600 lines in the library and the app package, ≤ 200 per page."""
+    limits = {"xtask_core": 600, "xtask_app": 600, "app_pages": 200}
+    too_long = [f"{path.relative_to(ROOT)}: {n} lines > {limit}"
+                for pkg, limit in limits.items() for path in sorted((ROOT / pkg).rglob("*.py"))
+                if (n := len(path.read_text(encoding="utf-8").splitlines())) > limit]
+    assert too_long == []
+
+
+def test_no_sys_path_changes_in_product_code():
+    """The project is installed; nothing outside tests puts folders on ``sys.path``."""
+    files = [p for pkg in PACKAGES for p in sorted((ROOT / pkg).rglob("*.py"))] + [ROOT / "app.py"]
+    hits = []
+    for path in files:
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Attribute) and node.attr == "path" and \
+                    isinstance(node.value, ast.Name) and node.value.id == "sys":
+                hits.append(f"{path.relative_to(ROOT)}:{node.lineno}")
+    assert hits == []
