@@ -1,6 +1,8 @@
 """xtask_core.data.samples: Cityscapes-layout samples and dataset items with ground truth at the model size."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import cv2
 import numpy as np
 import pytest
@@ -48,3 +50,103 @@ def test_load_dataset_item_index_range(tmp_path):
         samples.load_dataset_item("synthetic", tmp_path, "val", 2, 7, 32, 64)
     with pytest.raises(XTaskError, match="unknown dataset"):
         samples.load_dataset_item("kitti", tmp_path, "val", 0, 7, 32, 64)
+
+
+# --------------------------------------------------------------------------- indoor (NYUv2-layout) samples
+def _indoor(root, n=2, h=64, w=96):
+    from xtask_core.data.synthetic import make_indoor_sample_images
+    make_indoor_sample_images(root / samples.NYUV2_SAMPLES, n=n, seed=7, height=h, width=w)
+
+
+def test_find_samples_lists_both_kinds_with_their_label_set(tmp_path):
+    write_samples(tmp_path, n=2)
+    _indoor(tmp_path, n=2)
+    found = samples.find_samples(tmp_path)
+    assert [(s.name, s.label_set) for s in found] == [
+        ("val/synth/synth_000000_000019", "cityscapes"), ("val/synth/synth_000001_000019", "cityscapes"),
+        ("nyuv2/val/0", "nyuv2"), ("nyuv2/val/1", "nyuv2")]
+    room = found[3]
+    assert room.image == tmp_path / "nyuv2/val/image/1.npy"
+    assert room.label == tmp_path / "nyuv2/val/label/1.npy" and room.disparity == tmp_path / "nyuv2/val/depth/1.npy"
+    assert {s.label_set for s in found} <= set(samples.LABEL_SETS)
+
+
+def test_find_samples_indoor_only_and_missing_ground_truth(tmp_path):
+    _indoor(tmp_path, n=2)
+    (tmp_path / "nyuv2/val/depth/0.npy").unlink()
+    found = samples.find_samples(tmp_path)
+    assert [s.name for s in found] == ["nyuv2/val/0", "nyuv2/val/1"]
+    assert found[0].disparity is None and found[0].label is not None and found[1].disparity is not None
+
+
+def test_sample_files_keeps_its_positional_form():
+    s = samples.SampleFiles("val/c/x", Path("a.png"), None, None)
+    assert s.label_set == "cityscapes"
+
+
+def test_label_set_says_which_models_the_ground_truth_fits(tmp_path):
+    from xtask_core.evaluate.report import labels_fit
+    write_samples(tmp_path, n=1)
+    _indoor(tmp_path, n=1)
+    street, room = samples.find_samples(tmp_path)
+    assert labels_fit(room.label_set, "nyuv2", 13).seg and not labels_fit(room.label_set, "synthetic", 7).seg
+    assert labels_fit(street.label_set, "synthetic", 7).seg and not labels_fit(street.label_set, "nyuv2", 13).seg
+
+
+def test_load_sample_reads_an_indoor_room_in_metres(tmp_path):
+    from xtask_core.data.synthetic import render_indoor, scene_seed
+    _indoor(tmp_path, n=1, h=64, w=96)
+    room = samples.find_samples(tmp_path)[0]
+    rgb, seg, dep = samples.load_sample(room.image, room.label, room.disparity, 13, 32, 48)
+    want_rgb, want_lab, want_dep = render_indoor(scene_seed(7, "val", 0), 64, 96)
+    assert rgb.dtype == np.uint8 and np.array_equal(rgb, want_rgb)       # the file's own size, exact colours
+    assert seg.shape == dep.shape == (32, 48) and seg.dtype == np.int64 and dep.dtype == np.float32
+    np.testing.assert_array_equal(seg, want_lab[1::2, 1::2])              # nearest, pixel centres
+    np.testing.assert_array_equal(dep, want_dep[1::2, 1::2])              # metres, unchanged
+    assert 0.3 < dep[dep > 0].min() and dep.max() < 10.0
+    # the same room read as an item of the NYUv2 dataset split gives the same ground truth (at
+    # the file's size: the dataset resizes with OpenCV's nearest, which picks other pixels)
+    full = samples.load_sample(room.image, room.label, room.disparity, 13, 64, 96)
+    item = samples.load_dataset_item("nyuv2", tmp_path / "nyuv2", "val", 0, 13, 64, 96)
+    assert all(np.array_equal(a, b) for a, b in zip(item, full))
+    assert np.array_equal(full[1], want_lab) and np.array_equal(full[2], want_dep)
+    # stated label set == read off the files; image only for a model of another label set
+    explicit = samples.load_sample(room.image, room.label, room.disparity, 13, 32, 48, label_set="nyuv2")
+    assert all(np.array_equal(a, b) for a, b in zip(explicit, (rgb, seg, dep)))
+    rgb3, seg3, dep3 = samples.load_sample(room.image, None, None, 7, 32, 48)
+    assert np.array_equal(rgb3, rgb) and seg3 is None and dep3 is None
+
+
+def test_load_sample_indoor_errors_are_one_line(tmp_path):
+    _indoor(tmp_path, n=1)
+    room = samples.find_samples(tmp_path)[0]
+    with pytest.raises(XTaskError, match="13 classes"):
+        samples.load_sample(room.image, room.label, None, 7, 32, 48)
+    with pytest.raises(XTaskError, match="unknown label set"):
+        samples.load_sample(room.image, None, None, 13, 32, 48, label_set="kitti")
+    bad = tmp_path / "bad.npy"
+    bad.write_bytes(b"not an array")
+    with pytest.raises(XTaskError, match="bad.npy") as err:
+        samples.load_sample(room.image, bad, None, 13, 32, 48)
+    assert "\n" not in str(err.value)
+    np.save(tmp_path / "obj.npy", np.array([{"a": 1}], dtype=object), allow_pickle=True)
+    with pytest.raises(XTaskError, match="obj.npy"):                        # pickles are never loaded
+        samples.load_sample(room.image, tmp_path / "obj.npy", None, 13, 32, 48)
+    np.save(tmp_path / "small.npy", np.zeros((4, 4), np.float32))
+    with pytest.raises(XTaskError, match="differs"):
+        samples.load_sample(room.image, None, tmp_path / "small.npy", 13, 32, 48)
+
+
+def test_shipped_samples_hold_street_and_indoor_rooms_with_ground_truth():
+    shipped = Path(__file__).resolve().parents[1] / "sample_images"
+    found = samples.find_samples(shipped)
+    by_set = {ls: [s for s in found if s.label_set == ls] for ls in samples.LABEL_SETS}
+    assert len(by_set["cityscapes"]) >= 4 and len(by_set["nyuv2"]) >= 4
+    assert all(s.label is not None and s.disparity is not None for s in found)
+    seen = set()
+    for s in by_set["nyuv2"]:
+        rgb, seg, dep = samples.load_sample(s.image, s.label, s.disparity, 13, 128, 160)
+        assert rgb.shape[2] == 3 and seg.shape == dep.shape == (128, 160)
+        assert ((dep > 0) | (seg == 12)).all()                               # no depth only on window panes
+        seen |= set(np.unique(seg).tolist())
+    assert seen == set(range(13))                                            # every NYUv2 class shows up
