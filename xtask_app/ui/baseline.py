@@ -1,0 +1,96 @@
+"""The confidence baseline beside the consistency energy, per pixel: the one rendering used by the
+Error maps page (its energy-vs-error analysis) and the Learn page (step 3, and how both behave
+as a corruption rises). Numbers from :mod:`xtask_core.evaluate.baseline`."""
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
+import streamlit as st
+
+from xtask_app.charts import chart
+from xtask_core.evaluate.analysis import CORRUPTIONS
+from xtask_core.evaluate.baseline import corruption_sweep, pixel_study, study_table
+
+STRENGTHS = (0.0, 0.25, 0.5, 0.75, 1.0)
+NOTE = ("Softmax entropy and 1 − max probability are the model's own confidence: free, label-free, and the "
+        "baseline any warning light must beat. The consistency energy is worth its extra forward passes only "
+        "where it finds errors the confidence misses.")
+
+
+def verdict(study: pd.DataFrame) -> str:
+    """One honest sentence: does the energy find wrong pixels better than the entropy (by AUROC)?"""
+    if study.empty:
+        return "Needs segmentation ground truth."
+    s = study.set_index("score")["auroc"]
+    e, h = float(s.get("seg_energy", math.nan)), float(s.get("entropy", math.nan))
+    if not (math.isfinite(e) and math.isfinite(h)):
+        return "Every labelled pixel is right (or every one wrong): nothing to rank."
+    if e > h + 0.01:
+        return (f"Here the energy finds the wrong pixels better than the model's own confidence (AUROC {e:.3f} "
+                f"vs {h:.3f}).")
+    if h > e + 0.01:
+        return (f"Here the model's own confidence finds the wrong pixels better than the energy (AUROC {h:.3f} for "
+                f"the entropy vs {e:.3f}).")
+    return f"Energy and entropy find the wrong pixels about equally well (AUROC {e:.3f} vs {h:.3f})."
+
+
+def pixel_baseline(preds: Sequence, gt_segs: Sequence, ignore_index: int, where: str, key: str) -> pd.DataFrame:
+    """Table of AUROC / Spearman / AUSE / AURG for the energy and the two confidence scores over the
+    labelled pixels of ``preds`` (pooled), with the verdict; returns the study (empty without labels)."""
+    study = pixel_study(preds, gt_segs, ignore_index)
+    st.markdown(f"**Energy beside the model's own confidence** ({where}, wrongly classified pixels)")
+    if study.empty:
+        st.info("Needs segmentation ground truth.")
+        return study
+    st.dataframe(study_table(study), hide_index=True, key=f"{key}_table", column_config={
+        c: st.column_config.NumberColumn(format="%.3f") for c in ("AUROC (wrong pixels)", "Spearman ρ")})
+    st.caption(verdict(study) + " " + NOTE)
+    return study
+
+
+def sweep_figure(sweep: pd.DataFrame, kind: str) -> go.Figure:
+    """AUROC of energy and entropy (left axis) and the error rate (right axis) against the strength."""
+    fig = go.Figure()
+    x = sweep["strength"]
+    fig.add_trace(go.Scatter(x=x, y=sweep["auroc_energy"], name="AUROC: energy", mode="lines+markers"))
+    fig.add_trace(go.Scatter(x=x, y=sweep["auroc_entropy"], name="AUROC: entropy (baseline)", mode="lines+markers",
+                             line=dict(dash="dash")))
+    fig.add_trace(go.Scatter(x=x, y=sweep["error_rate"], name="wrong pixels (share)", yaxis="y2",
+                             mode="lines+markers", line=dict(color="grey", dash="dot")))
+    fig.update_layout(title=f"{kind}: who finds the wrong pixels as the corruption rises",
+                      xaxis_title=f"{kind} strength", yaxis=dict(title="AUROC (0.5 = chance)"),
+                      yaxis2=dict(title="wrong pixels", overlaying="y", side="right", rangemode="tozero"),
+                      margin=dict(l=10, r=10, t=40, b=10))
+    return fig
+
+
+def sweep_sentence(sweep: pd.DataFrame, kind: str) -> str:
+    """How both scores moved from the clean input to the strongest corruption, in one sentence."""
+    first, last = sweep.iloc[0], sweep.iloc[-1]
+    vals = [first["auroc_energy"], last["auroc_energy"], first["auroc_entropy"], last["auroc_entropy"]]
+    if not all(np.isfinite(vals)):
+        return "Needs segmentation ground truth with both right and wrong pixels at every strength."
+    gain = (vals[1] - vals[3]) - (vals[0] - vals[2])     # how much the energy's lead grew (or its lag shrank)
+    held = "the energy holds up better" if gain > 0.01 else "the energy does not hold up better than the entropy"
+    return (f"From {first['strength']:g} to {last['strength']:g} {kind}: wrong pixels "
+            f"{100 * first['error_rate']:.1f}% → {100 * last['error_rate']:.1f}%; AUROC of the energy "
+            f"{vals[0]:.3f} → {vals[1]:.3f}, of the entropy {vals[2]:.3f} → {vals[3]:.3f}: on this image and model "
+            f"{held} as the input drifts from the training data.")
+
+
+def corruption_baseline(predict: Callable[[np.ndarray], object], rgb: np.ndarray, gt_seg: np.ndarray | None,
+                        ignore_index: int, key: str) -> pd.DataFrame | None:
+    """A corruption picker and the sweep of :data:`STRENGTHS`: figure + sentence (Learn's step 3)."""
+    if gt_seg is None:
+        st.info("Measuring who finds the errors needs segmentation ground truth: pick a sample or a dataset item.")
+        return None
+    kind = st.selectbox("Corruption to sweep", list(CORRUPTIONS), key=f"{key}_kind")
+    sweep = corruption_sweep(predict, rgb, gt_seg, ignore_index, kind, STRENGTHS)
+    chart(sweep_figure(sweep, kind), key=f"{key}_fig")
+    st.caption(sweep_sentence(sweep, kind) + " The consistency literature claims the energy holds up under "
+               "distribution shift; this is the live model's answer on this image.")
+    return sweep
