@@ -13,13 +13,17 @@ It returns the keys of :func:`xtask_core.train.trainer.evaluate`: every key of
 """
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Callable, Iterator, Mapping, MutableMapping
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import torch
 from torch import nn
 
 from xtask_core.errors import XTaskError
+from xtask_core.evaluate.metrics import SegDepthMetrics
+from xtask_core.inference.predictor import Predictor
 
 __all__ = ["evaluate_split", "default_workers"]
 
@@ -61,9 +65,6 @@ def _batches(dataset, n: int, batch_size: int, workers: int,
         for start in range(0, n, batch_size):
             yield _stack([keep(i, dataset[i]) for i in range(start, min(n, start + batch_size))])
         return
-    from collections import deque
-    from concurrent.futures import ThreadPoolExecutor
-
     pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="xtask-decode")
     pending: deque = deque()
     following = iter(range(n))
@@ -126,9 +127,6 @@ def evaluate_split(loaded_or_model, dataset, *, batch_size: int = 4, fast: bool 
     Returns the keys of ``SegDepthMetrics.compute()`` + ``n_images`` (+ losses), plus
     ``precision`` (resolved) and ``eval_path`` (one line: which model path ran).
     """
-    from xtask_core.evaluate.metrics import SegDepthMetrics
-    from xtask_core.inference.predictor import Predictor
-
     if batch_size < 1:
         raise XTaskError(f"batch_size must be >= 1, got {batch_size}")
     if limit < 0:
