@@ -18,6 +18,11 @@ train_step      full model, batch 8: one optimiser step through
                 trainer's channels-last choice; check: loss trajectory over the steps
 metrics         SegDepthMetrics (one bincount) vs reference_metrics_loop, batch 8, 19 classes;
                 check: identical results
+finetune_job    (full runs with the shipped demo checkpoint) the Fine-tune page's job at its defaults,
+                click to done, against a plain loop of the same steps in the same run, and where its
+                time goes (:mod:`~xtask_core.tools.bench_finetune`); ``XTASK_BENCH_BASELINE_TREE``
+                (a checkout of older code, e.g. a ``git worktree``) times that code's job alternated
+                with this one's, ``XTASK_BENCH_FINETUNE_ROUNDS`` the rounds (default 1)
 eval_split      a synthetic split end to end (decode, model, metrics): per-image decode + eager
                 fp32 batch 1 + loop metrics vs :func:`~xtask_core.evaluate.split.evaluate_split`
                 (what ``xtask eval`` runs), decoding included; also warm (decoded-once cache)
@@ -56,6 +61,7 @@ import torch
 from xtask_core.config import ModelConfig
 from xtask_core.inference.autotune import DEPTH_REL_DIFF_MAX, SEG_AGREEMENT_MIN, output_checks
 from xtask_core.io.paths import BEST_CHECKPOINT
+from xtask_core.tools.bench_finetune import bench_finetune
 from xtask_core.tools.bench_report import format_table
 from xtask_core.tools.bench_timing import (
     _gflops,
@@ -483,8 +489,9 @@ def _machine() -> dict:
             "loadavg_start": list(os.getloadavg()) if hasattr(os, "getloadavg") else None}
 
 
-def run_benchmarks(quick: bool = False, log: Callable[[str], None] | None = None) -> dict:
-    """Run every figure; returns the JSON-ready results dict (see module docstring)."""
+def run_benchmarks(quick: bool = False, log: Callable[[str], None] | None = None, only: str | None = None) -> dict:
+    """Run every figure (``only``: comma-separated names, default ``XTASK_BENCH_ONLY``, empty = all);
+    returns the JSON-ready results dict (see module docstring)."""
     threads = os.environ.get("XTASK_BENCH_THREADS")
     if threads:
         torch.set_num_threads(int(threads))
@@ -510,11 +517,20 @@ def run_benchmarks(quick: bool = False, log: Callable[[str], None] | None = None
     with tempfile.TemporaryDirectory(prefix="xtask-bench-") as tmp:
         log("rendering a small synthetic dataset")
         root = _synthetic_root(Path(tmp), s)
-        for name, fn in (("demo_model", lambda: bench_demo(s, res["peak_gflops"], quick)),
-                         ("inference", lambda: bench_inference(s, res["peak_gflops"])),
-                         ("metrics", lambda: bench_metrics(s)),
-                         ("eval_split", lambda: bench_eval(s, root)),
-                         ("train_step", lambda: bench_train(s, root, res["peak_gflops"]))):
+        todo = [("demo_model", lambda: bench_demo(s, res["peak_gflops"], quick)),
+                ("inference", lambda: bench_inference(s, res["peak_gflops"])),
+                ("metrics", lambda: bench_metrics(s)),
+                ("eval_split", lambda: bench_eval(s, root)),
+                ("train_step", lambda: bench_train(s, root, res["peak_gflops"]))]
+        ckpt = _shipped_checkpoint()
+        if not quick and ckpt is not None:  # jobs of half a minute or more each: full runs only
+            todo.append(("finetune_job", lambda: bench_finetune(
+                ckpt, Path(tmp) / "finetune", rounds=int(os.environ.get("XTASK_BENCH_FINETUNE_ROUNDS", "1")),
+                baseline_tree=os.environ.get("XTASK_BENCH_BASELINE_TREE") or None, log=log)))
+        only = {n.strip() for n in (only or os.environ.get("XTASK_BENCH_ONLY", "")).split(",") if n.strip()}
+        for name, fn in todo:
+            if only and name not in only:
+                continue
             log(f"running {name}")
             t = time.perf_counter()
             with torch.random.fork_rng():
@@ -528,7 +544,7 @@ def run_benchmarks(quick: bool = False, log: Callable[[str], None] | None = None
     return res
 
 
-def main(json_path: str | os.PathLike | None = None, quick: bool = False) -> int:
+def main(json_path: str | os.PathLike | None = None, quick: bool = False, only: str | None = None) -> int:
     """Run the benchmarks, print the table (stdout) and write JSON to ``json_path`` if given. Returns 0."""
     import sys
 
@@ -539,7 +555,7 @@ def main(json_path: str | os.PathLike | None = None, quick: bool = False) -> int
 
     if json_path:
         check_output_file(json_path)  # before a run of minutes, not after it
-    res = run_benchmarks(quick=quick, log=log)
+    res = run_benchmarks(quick=quick, log=log, only=only)
     print(format_table(res))
     if json_path:
 

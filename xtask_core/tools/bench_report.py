@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import math
 
-__all__ = ["format_table", "format_candidates"]
+__all__ = ["format_table", "format_candidates", "format_parts"]
 
 
 def _fmt(v, spec=".1f") -> str:
@@ -48,6 +48,11 @@ def format_table(res: dict) -> str:
             ok = f["meets_target"]
         elif name == "train_step":
             chk = f"max rel loss diff {100 * checks['max_rel_loss_diff']:.2f}% over {f['steps']} steps"
+        elif name == "finetune_job":
+            chk = f"job {f['job_s']:.1f} s = {f['job_over_plain_loop']:.2f}x the plain loop ({f['plain_loop_s']:.1f} s)"
+            if "baseline_job_s" in f:
+                chk += (f"; baseline code {f['baseline_job_s']:.1f} s ({f['baseline_over_plain_loop']:.2f}x), "
+                        f"{f['speedup_vs_baseline']:.2f}x faster now")
         elif name == "metrics":
             chk = f"identical: {checks['identical']} (max rel diff {checks['max_rel_diff']:.1e})"
         else:
@@ -57,9 +62,10 @@ def format_table(res: dict) -> str:
         share_f = f"{100 * f['fast_peak_share']:.0f}%" if "fast_peak_share" in f else "-"
         lines.append(f"{name:<12} {_fmt(f['reference_ms']):>13} {_fmt(f['fast_ms']):>9} "
                      f"{_fmt(f['speedup'], '.2f') + 'x':>8} {(_fmt(target, '.1f') + 'x') if target else '-':>7}  "
-                     f"{('yes' if ok else 'NO'):<4} {share_r:>9} {share_f:>10}  {chk}")
+                     f"{('-' if ok is None else 'yes' if ok else 'NO'):<4} {share_r:>9} {share_f:>10}  {chk}")
     for name, f in res["figures"].items():
         lines.extend(format_candidates(name, f))
+        lines.extend(format_parts(f.get("parts")))
     quick = "  (quick mode: tiny sizes, numbers mean nothing)" if res["quick"] else ""
     lines.append(f"\ntotal {res['seconds']:.0f} s{quick}")
     return "\n".join(lines)
@@ -78,4 +84,18 @@ def format_candidates(name: str, f: dict) -> list[str]:
         share = f"{100 * r['peak_share']:.0f}%" if r.get("peak_share") is not None else "-"
         lines.append(f"  {r['path']:<20} {_fmt(r.get('ms')):>9} {_fmt(r.get('gflops')):>8} {share:>6}  "
                      f"{'✓' if r['chosen'] else '':<6}  {r.get('note', '')}")
+    return lines
+
+
+def format_parts(parts: dict | None) -> list[str]:
+    """Where a fine-tune job's time went (``{tree: {part: seconds}}``), one column per tree."""
+    if not parts or not any(parts.values()):
+        return []
+    trees = [t for t in parts if parts[t]]
+    names = list(dict.fromkeys(k for t in trees for k in parts[t]))
+    lines = ["\nfinetune_job, where the time goes (one instrumented job each, seconds):",
+             f"  {'part':<28}" + "".join(f"{t:>12}" for t in trees)]
+    for k in names:
+        lines.append(f"  {k:<28}" + "".join(f"{_fmt(parts[t].get(k)):>12}" for t in trees))
+    lines.append(f"  {'click to done':<28}" + "".join(f"{_fmt(sum(parts[t].values())):>12}" for t in trees))
     return lines
