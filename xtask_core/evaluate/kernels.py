@@ -99,7 +99,7 @@ def unavailable_reason() -> str:
 def threads() -> int:
     """Threads the kernels use: torch's intra-op thread count (what the user set), at most the cores."""
     try:
-        import torch
+        import torch  # lazy: the kernels themselves are numpy + numba only
 
         want = torch.get_num_threads()
     except Exception:  # noqa: BLE001

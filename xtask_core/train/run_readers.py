@@ -167,7 +167,7 @@ def _scalar_value(value: Any) -> float | None:
         return float(value.simple_value)
     if value.HasField("tensor"):
         try:
-            from tensorboard.util import tensor_util
+            from tensorboard.util import tensor_util  # lazy: TensorBoard imports take seconds
             arr = tensor_util.make_ndarray(value.tensor)
         except Exception:   # unknown dtype / not a numeric tensor: not a scalar we can plot
             return None
@@ -184,6 +184,7 @@ def read_event_file(path: str | os.PathLike) -> tuple[list[tuple[str, int, float
     loader silently stops at the first bad record.) A record cut short at the very end of the file
     is a file still being written, not an error.
     """
+    # lazy: TensorBoard imports take seconds, and only event files need them
     from tensorboard.compat.proto.event_pb2 import Event
     from tensorboard.summary.writer.record_writer import masked_crc32c
 

@@ -16,6 +16,7 @@ import functools
 from collections.abc import Callable, Sequence
 
 import numpy as np
+from PIL import Image, ImageDraw, ImageFont
 
 from xtask_core.errors import XTaskError
 from xtask_core.io.images import resize_nearest  # noqa: F401  (re-exported: lives in io so data/ can use it)
@@ -270,7 +271,6 @@ def _as_rgb_u8(img: np.ndarray) -> np.ndarray:
 
 def add_title(img: np.ndarray, text: str, strip: int = 18, bg: int = 255) -> np.ndarray:
     """Put ``text`` in a white strip of ``strip`` pixels above an H×W×3 uint8 image."""
-    from PIL import Image, ImageDraw, ImageFont
     img = _as_rgb_u8(img)
     h, w = img.shape[:2]
     canvas = Image.new("RGB", (w, h + strip), (bg, bg, bg))
@@ -344,7 +344,6 @@ def grid(images: Sequence[np.ndarray], ncols: int, labels: Sequence[str] | None 
 def colorbar_image(cmap: str, vmin: float, vmax: float, height: int = 16, width: int = 256,
                    units: str = "") -> np.ndarray:
     """A horizontal colour bar with its end values written under it (for PNG downloads)."""
-    from PIL import Image, ImageDraw, ImageFont
     ramp = np.linspace(0, 255, width).round().astype(np.intp)
     bar = np.repeat(colormap_lut(cmap)[ramp][None], height, axis=0)
     canvas = Image.new("RGB", (width, height + 14), (255, 255, 255))

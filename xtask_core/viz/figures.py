@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
+from PIL import Image
 
 from xtask_core.errors import XTaskError
 from xtask_core.viz import colour as viz
@@ -197,7 +198,6 @@ def _palette_colours(colours: np.ndarray, max_colours: int = 256) -> tuple[np.nd
     Up to 256 distinct colours (class colours) are kept exactly; photos are reduced to 256
     colours by median cut, which is invisible at point-cloud marker sizes.
     """
-    from PIL import Image
     colours = np.ascontiguousarray(colours, dtype=np.uint8).reshape(-1, 3)
     if len(colours) == 0:
         return np.zeros(0, np.int64), [[0.0, "rgb(0,0,0)"], [1.0, "rgb(0,0,0)"]]
