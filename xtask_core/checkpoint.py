@@ -1,4 +1,5 @@
-"""Save and load XTaskNet checkpoints; import the original code's ``model.pth``.
+"""Save and load XTaskNet checkpoints (and the single-task STLNet baseline's: the same format with
+``task`` in the config); import the original code's ``model.pth``, cross-task or single-task.
 
 One module serves the trainer, the CLI and the app.
 
@@ -48,8 +49,8 @@ from xtask_core.io.tensorfile import (
     strip_module_prefix,
     torch_load_safe,
 )
-from xtask_core.model import XTaskNet
 from xtask_core.model.encoder import BLOCK_COUNTS
+from xtask_core.model.stl import build_model
 
 FORMAT = "xtask/1"
 TRAIN_STATE_FORMAT = "xtask-train/1"
@@ -135,7 +136,8 @@ def default_meta(num_classes: int, dataset: str | None = None) -> dict:
 # --------------------------------------------------------------------------- saving
 @dataclass
 class Loaded:
-    """A loaded checkpoint: ``model`` (XTaskNet, eval mode, float32 on the chosen device),
+    """A loaded checkpoint: ``model`` (XTaskNet, or STLNet when ``config.task`` is one task; eval mode,
+    float32 on the chosen device),
     ``config`` (ModelConfig), ``meta`` (dict, see :func:`default_meta`), ``source``
     ("xtask" | "xtask-mt" | "train-state") and ``path``."""
 
@@ -205,14 +207,58 @@ def infer_config(state: Mapping[str, torch.Tensor]) -> ModelConfig:
     - ``batch_norm``: TTNet BN keys present; TTNet width f from ``trans_s2d.enc1...`` rows:
       f = 128 is the original ``wider_ttnet`` (64 × 2).
     - height/width: not stored in weights; the dataset defaults for that class count.
+
+    The original's single-task baseline (``main_stl.py``: ``pretrained_encoder.*`` + ``decoder.*``)
+    is recognised by its ``decoder.conv6.0.weight`` and gives ``task`` ``"segmt"`` (≥ 2 output
+    channels = the class count) or ``"depth"`` (1 channel; its class count is not stored, the
+    Cityscapes default 7 is used).
     """
+    if "decoder.conv6.0.weight" in state and "decoder_segmt.conv6.0.weight" not in state:
+        return _infer_stl_config(state)
     need = ["decoder_segmt.conv6.0.weight", "decoder_segmt.conv1.conv1.0.weight",
             "trans_s2d.enc1.double_conv.0.conv.0.weight", "pretrained_encoder.layer0.0.weight"]
+    _require(state, need)
+    enc_layers = _encoder_depth(state)
+    num_classes = int(state["decoder_segmt.conv6.0.weight"].shape[0])
+    mid = int(state["decoder_segmt.conv1.conv1.0.weight"].shape[0])
+    f = int(state["trans_s2d.enc1.double_conv.0.conv.0.weight"].shape[0])
+    wider = f == 128  # the original's widths are 64 or, with wider_ttnet, 128
+    dataset = _guess_dataset(num_classes)
+    size = DATASET_DEFAULTS.get(dataset, DATASET_DEFAULTS["cityscapes"])
+    try:
+        return ModelConfig(enc_layers=enc_layers, num_classes=num_classes, mid_features=mid,
+                           ttnet_features=f // 2 if wider else f, wider_ttnet=wider,
+                           batch_norm="trans_s2d.enc1.double_conv.0.conv.1.weight" in state,
+                           height=size["height"], width=size["width"])
+    except XTaskError as err:
+        raise XTaskError(f"checkpoint shapes give an invalid model config: {err}") from None
+
+
+def _require(state: Mapping[str, torch.Tensor], need: list[str]) -> None:
     missing = [k for k in need if k not in state]
     if missing:
         prefixes = sorted({k.split(".")[0] for k in state})
         raise XTaskError(f"not an xtask / xtask_mt model state dict: missing {short_list(missing, 2)} "
                          f"(top-level names found: {short_list(prefixes)})")
+
+
+def _infer_stl_config(state: Mapping[str, torch.Tensor]) -> ModelConfig:
+    """:func:`infer_config` for a single-task state dict (``pretrained_encoder.*`` + ``decoder.*``)."""
+    _require(state, ["decoder.conv6.0.weight", "decoder.conv1.conv1.0.weight", "pretrained_encoder.layer0.0.weight"])
+    out = int(state["decoder.conv6.0.weight"].shape[0])
+    task = "depth" if out == 1 else "segmt"
+    num_classes = out if task == "segmt" else DATASET_DEFAULTS["cityscapes"]["num_classes"]
+    size = DATASET_DEFAULTS.get(_guess_dataset(num_classes), DATASET_DEFAULTS["cityscapes"])
+    try:
+        return ModelConfig(enc_layers=_encoder_depth(state), num_classes=num_classes,
+                           mid_features=int(state["decoder.conv1.conv1.0.weight"].shape[0]),
+                           height=size["height"], width=size["width"], task=task)
+    except XTaskError as err:
+        raise XTaskError(f"checkpoint shapes give an invalid model config: {err}") from None
+
+
+def _encoder_depth(state: Mapping[str, torch.Tensor]) -> int:
+    """ResNet depth (18 … 152) from the residual blocks per stage and the block type."""
     blocks = []
     for prefix in ("pretrained_encoder.layer1.1.", "pretrained_encoder.layer2.",
                    "pretrained_encoder.layer3.", "pretrained_encoder.layer4."):
@@ -226,19 +272,7 @@ def infer_config(state: Mapping[str, torch.Tensor]) -> ModelConfig:
         raise XTaskError(f"cannot identify the ResNet encoder: blocks per stage {tuple(blocks)}, "
                          f"{'bottleneck' if bottleneck else 'basic'} blocks; expected one of "
                          + ", ".join(f"ResNet{n} {c}" for n, c in BLOCK_COUNTS.items()))
-    num_classes = int(state["decoder_segmt.conv6.0.weight"].shape[0])
-    mid = int(state["decoder_segmt.conv1.conv1.0.weight"].shape[0])
-    f = int(state["trans_s2d.enc1.double_conv.0.conv.0.weight"].shape[0])
-    wider = f == 128  # the original's widths are 64 or, with wider_ttnet, 128
-    dataset = _guess_dataset(num_classes)
-    size = DATASET_DEFAULTS.get(dataset, DATASET_DEFAULTS["cityscapes"])
-    try:
-        return ModelConfig(enc_layers=candidates[0], num_classes=num_classes, mid_features=mid,
-                           ttnet_features=f // 2 if wider else f, wider_ttnet=wider,
-                           batch_norm="trans_s2d.enc1.double_conv.0.conv.1.weight" in state,
-                           height=size["height"], width=size["width"])
-    except XTaskError as err:
-        raise XTaskError(f"checkpoint shapes give an invalid model config: {err}") from None
+    return candidates[0]
 
 
 # --------------------------------------------------------------------------- loading
@@ -250,11 +284,12 @@ def _build_and_load(config: ModelConfig, state: Mapping[str, Any], where: str) -
     # Build on the meta device (no memory, no random init: loading a ResNet152 would otherwise
     # spend seconds initialising weights it then overwrites) and adopt the loaded tensors.
     with torch.device("meta"):
-        model = XTaskNet(config)
+        model = build_model(config)  # XTaskNet, or STLNet for a single-task config
     problem = describe_key_mismatch(model.state_dict(), state)
     if problem:
+        what = "" if config.task == "both" else f", single-task {config.task}"
         raise XTaskError(f"{where} does not match the model architecture "
-                         f"(ResNet{config.enc_layers}, {config.num_classes} classes): {problem}")
+                         f"(ResNet{config.enc_layers}, {config.num_classes} classes{what}): {problem}")
     # float16 storage comes back as float32
     state = {k: (v.float() if torch.is_floating_point(v) else v) for k, v in state.items()}
     model.load_state_dict(state, strict=True, assign=True)
@@ -408,7 +443,9 @@ def load_train_state(path: str | os.PathLike, *, max_bytes: int = DEFAULT_MAX_BY
 # --------------------------------------------------------------------------- model card
 def describe(loaded: Loaded) -> dict:
     """Flat facts for the app's model card: name, source format, parameter count, encoder,
-    classes, dataset, depth kind, input size, TTNet/decoder widths, training summary, file size."""
+    classes, dataset, depth kind, input size, TTNet/decoder widths, training summary, file size.
+    ``task``: "both" (cross-task) or the one task of a single-task baseline (``ttnet_widths`` None:
+    it has no transfer nets)."""
     cfg, meta = loaded.config, loaded.meta
     n_params = sum(p.numel() for p in loaded.model.parameters())
     training = dict(meta.get("training") or {})
@@ -435,7 +472,8 @@ def describe(loaded: Loaded) -> dict:
         "depth_scale_note": meta.get("depth_scale_note", ""),
         "input_size": [cfg.height, cfg.width],
         "mid_features": cfg.mid_features,
-        "ttnet_widths": list(cfg.ttnet_widths),
+        "task": cfg.task,
+        "ttnet_widths": list(cfg.ttnet_widths) if cfg.task == "both" else None,
         "batch_norm": cfg.batch_norm,
         "training": training,
         # the loss's reduction mode; runs saved before the option existed used the masked means

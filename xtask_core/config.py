@@ -8,8 +8,9 @@ per-dataset defaults from :data:`DATASET_DEFAULTS`.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
 from dataclasses import dataclass, fields
-from typing import Any, Mapping
+from typing import Any
 
 from xtask_core.errors import XTaskError
 
@@ -81,7 +82,7 @@ class ModelConfig:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> "ModelConfig":
+    def from_dict(cls, data: Mapping[str, Any]) -> ModelConfig:
         return _from_dict(cls, data)
 
 
@@ -138,7 +139,7 @@ class TrainConfig:
     workers: int = 2
     cpu: bool = False
     seed: int = 0                       # ours
-    precision: str = "auto"             # ours: auto | fp32 | bf16 | fp16 (auto = mixed precision where the device has it)
+    precision: str = "auto"             # ours: auto | fp32 | bf16 | fp16 (auto: mixed where the device has it)
     channels_last: bool | None = None   # ours: channels-last memory format; None = auto (see precision.py)
     resume: bool = False                # ours: continue from out/last.*
     limit_train: int = 0                # ours: use only the first N training samples (0 = all)
@@ -146,6 +147,9 @@ class TrainConfig:
     init_checkpoint: str = ""           # ours: start from these weights (fine-tuning)
     log_every: int = 0                  # ours: also log a metrics row every N steps (0 = per epoch)
     val_every: int = 1                  # ours: validate every N epochs (0 = only at the end of the run)
+    task: str = "both"                  # original main_stl.py --task: both (cross-task) | segmt | depth (baseline)
+    pcgrad: bool = False                # PCGrad on the label / image groups' gradients (the original's MTAN baseline)
+    cosine_every: int = 50              # ours: gradient cosine of the two groups at the encoder every N steps (0 = off)
 
     def __post_init__(self):
         choices = dict(dataset=DATASETS, lp=DEPTH_LOSSES, tdep_loss=TDEP_LOSSES,
@@ -154,8 +158,15 @@ class TrainConfig:
         for name, valid in choices.items():
             if getattr(self, name) not in valid:
                 raise XTaskError(f"{name} must be one of {', '.join(valid)}, got {getattr(self, name)!r}")
-        if self.uncertainty_weights and self.gradnorm:
-            raise XTaskError("choose at most one of uncertainty_weights and gradnorm")
+        if self.uncertainty_weights + self.gradnorm + self.pcgrad > 1:
+            raise XTaskError("choose at most one of uncertainty_weights, gradnorm and pcgrad")
+        if self.task not in TASKS:
+            raise XTaskError(f"task must be one of {', '.join(TASKS)}, got {self.task!r}")
+        if self.task != "both" and (self.uncertainty_weights or self.gradnorm or self.pcgrad):
+            raise XTaskError(f"a single-task run (task {self.task}) has one loss: uncertainty_weights, "
+                             "gradnorm and pcgrad balance two and cannot be used with it")
+        if self.cosine_every < 0:
+            raise XTaskError(f"cosine_every must be >= 0, got {self.cosine_every}")
         for name in ("lambda_1", "lambda_2"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise XTaskError(f"{name} must be in [0, 1], got {getattr(self, name)}")
@@ -167,7 +178,7 @@ class TrainConfig:
             raise XTaskError("batch_size and epochs must be >= 1 and lr > 0")
 
     @classmethod
-    def for_dataset(cls, dataset: str, **overrides) -> "TrainConfig":
+    def for_dataset(cls, dataset: str, **overrides) -> TrainConfig:
         """Defaults of ``dataset`` (:data:`DATASET_DEFAULTS`) updated by ``overrides``."""
         if dataset not in DATASET_DEFAULTS:
             raise XTaskError(f"unknown dataset {dataset!r} (valid: {', '.join(DATASETS)})")
@@ -179,11 +190,11 @@ class TrainConfig:
         return ModelConfig(enc_layers=self.enc_layers, num_classes=self.num_classes,
                            mid_features=self.mid_features, ttnet_features=self.ttnet_features,
                            wider_ttnet=self.wider_ttnet, batch_norm=self.batch_norm,
-                           height=self.height, width=self.width)
+                           height=self.height, width=self.width, task=self.task)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> "TrainConfig":
+    def from_dict(cls, data: Mapping[str, Any]) -> TrainConfig:
         return _from_dict(cls, data)

@@ -153,7 +153,7 @@ def evaluate_split(loaded_or_model, dataset, *, batch_size: int = 4, fast: bool 
             x = torch.cat([x, x[-1:].expand(batch_size - k, *x.shape[1:])])
         outputs = pred.forward(x, direct_only=direct_only)
         outputs = tuple(None if o is None else o[:k] for o in outputs)
-        dev = outputs[0].device
+        dev = next(o for o in outputs if o is not None).device  # a single-task net has one output
         batch = {key: v.to(dev, non_blocking=True) for key, v in batch.items()}
         metrics.update(outputs[0], outputs[2], batch["seg"], batch["depth"], batch.get("depth_mask"))
         if loss_fn is not None and not direct_only:

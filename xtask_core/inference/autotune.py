@@ -62,21 +62,23 @@ def output_checks(out: Sequence, ref: Sequence) -> dict:
     """Compare ``(seg, seg_t, depth, depth_t)`` of a path with the fp32 reference ``ref``.
 
     Returns ``seg_agreement``/``seg_t_agreement`` (fractions), ``depth_rel_diff``/
-    ``depth_t_rel_diff`` (mean relative differences; transferred outputs nan when absent) and
-    ``ok``: direct seg agreement ≥ :data:`SEG_AGREEMENT_MIN`, direct depth difference ≤
-    :data:`DEPTH_REL_DIFF_MAX` and every output finite.
+    ``depth_t_rel_diff`` (mean relative differences; nan for an absent output: transferred
+    ones without the transfer nets, a direct one of a single-task net) and ``ok``: direct seg
+    agreement ≥ :data:`SEG_AGREEMENT_MIN`, direct depth difference ≤ :data:`DEPTH_REL_DIFF_MAX`
+    (each where the model has it) and every output finite.
     """
     seg, seg_t, depth, depth_t = out
     rseg, rseg_t, rdepth, rdepth_t = ref
     nan = float("nan")
     both = seg_t is not None and rseg_t is not None
-    checks = {"seg_agreement": _agreement(seg, rseg),
+    has_seg, has_depth = seg is not None and rseg is not None, depth is not None and rdepth is not None
+    checks = {"seg_agreement": _agreement(seg, rseg) if has_seg else nan,
               "seg_t_agreement": _agreement(seg_t, rseg_t) if both else nan,
-              "depth_rel_diff": _rel_diff(depth, rdepth),
+              "depth_rel_diff": _rel_diff(depth, rdepth) if has_depth else nan,
               "depth_t_rel_diff": _rel_diff(depth_t, rdepth_t) if both and depth_t is not None else nan}
     finite = all(bool(torch.isfinite(o.float()).all()) for o in out if o is not None)
-    checks["ok"] = bool(finite and checks["seg_agreement"] >= SEG_AGREEMENT_MIN
-                        and checks["depth_rel_diff"] <= DEPTH_REL_DIFF_MAX)
+    checks["ok"] = bool(finite and (not has_seg or checks["seg_agreement"] >= SEG_AGREEMENT_MIN)
+                        and (not has_depth or checks["depth_rel_diff"] <= DEPTH_REL_DIFF_MAX))
     return checks
 
 

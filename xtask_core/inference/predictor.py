@@ -42,25 +42,36 @@ PATH_ENV = "XTASK_INFER_PATH"  # environment variable forcing a path by name (se
 class Prediction:
     """The four outputs of one image, numpy, at the model input size (H, W).
 
-    - ``seg_logits``: C×H×W float32, direct segmentation logits
-    - ``seg_t_logits``: C×H×W float32, logits transferred from the direct depth (None if direct_only)
-    - ``depth``: H×W float32, direct depth in model units (disparity or metres: ``meta["depth_kind"]``)
-    - ``depth_t``: H×W float32, depth transferred from the direct segmentation (None if direct_only)
+    - ``seg_logits``: C×H×W float32, direct segmentation logits (None from a depth-only net)
+    - ``seg_t_logits``: C×H×W float32, logits transferred from the direct depth (None if direct_only
+      or from a single-task net)
+    - ``depth``: H×W float32, direct depth in model units (disparity or metres: ``meta["depth_kind"]``;
+      None from a segmentation-only net)
+    - ``depth_t``: H×W float32, depth transferred from the direct segmentation (None if direct_only
+      or from a single-task net)
     - ``input_rgb``: H×W×3 uint8, the resized image actually fed to the model
     - ``input_size``: (h, w) of the original image before resizing
+
+    A single-task baseline (``config.task`` ``"segmt"`` / ``"depth"``) fills only its task's
+    direct output; :attr:`tasks` says which are there.
     """
 
-    seg_logits: np.ndarray
+    seg_logits: np.ndarray | None
     seg_t_logits: np.ndarray | None
-    depth: np.ndarray
+    depth: np.ndarray | None
     depth_t: np.ndarray | None
     input_rgb: np.ndarray
     input_size: tuple[int, int]
 
     @property
-    def seg(self) -> np.ndarray:
-        """H×W int64 direct class labels (argmax of the logits)."""
-        return self.seg_logits.argmax(axis=0).astype(np.int64)
+    def seg(self) -> np.ndarray | None:
+        """H×W int64 direct class labels (argmax of the logits), or None from a depth-only net."""
+        return None if self.seg_logits is None else self.seg_logits.argmax(axis=0).astype(np.int64)
+
+    @property
+    def tasks(self) -> tuple[str, ...]:
+        """The tasks this prediction has: ``("segmt", "depth")``, ``("segmt",)`` or ``("depth",)``."""
+        return tuple(t for t, a in (("segmt", self.seg_logits), ("depth", self.depth)) if a is not None)
 
     @property
     def seg_t(self) -> np.ndarray | None:
@@ -70,7 +81,7 @@ class Prediction:
     @property
     def size(self) -> tuple[int, int]:
         """(H, W) of the maps."""
-        return tuple(self.depth.shape)
+        return tuple(self.input_rgb.shape[:2])
 
     def resized(self, h: int, w: int) -> Prediction:
         """This prediction at h×w: bilinear for the logit and depth maps and the image.
@@ -441,12 +452,10 @@ class Predictor:
             xs = [p[0] for p in prepped]
             xs += [xs[-1]] * (bs - len(xs))
             seg, seg_t, depth, depth_t = self.forward(torch.cat(xs), direct_only=direct_only)
-            seg, depth = seg.cpu().numpy(), depth.cpu().numpy()
-            seg_t = None if seg_t is None else seg_t.cpu().numpy()
-            depth_t = None if depth_t is None else depth_t.cpu().numpy()
+            seg, seg_t, depth, depth_t = (None if o is None else o.cpu().numpy() for o in (seg, seg_t, depth, depth_t))
             for i, (im, (_, small)) in enumerate(zip(chunk, prepped)):
                 preds.append(Prediction(
-                    seg_logits=seg[i], seg_t_logits=None if seg_t is None else seg_t[i],
-                    depth=depth[i, 0], depth_t=None if depth_t is None else depth_t[i, 0],
+                    seg_logits=None if seg is None else seg[i], seg_t_logits=None if seg_t is None else seg_t[i],
+                    depth=None if depth is None else depth[i, 0], depth_t=None if depth_t is None else depth_t[i, 0],
                     input_rgb=small, input_size=tuple(int(v) for v in np.asarray(im).shape[:2])))
         return preds

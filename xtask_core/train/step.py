@@ -4,9 +4,21 @@
 the :class:`~xtask_core.train.losses.XTaskLoss` dict, the balancer, backward (through the
 GradScaler for fp16 on CUDA), the balancer's own update and the optimiser step — with no
 trainer state, so a benchmark times exactly the code that trains.
+
+Two options of the multi-task study:
+
+- ``pcgrad=True`` replaces the backward by :func:`~xtask_core.train.pcgrad.pcgrad_backward` on
+  the ``label`` and ``image`` groups (one backward each over every trainable parameter, the
+  conflicting components projected away, the sum written into ``.grad``). It is a balancer of its
+  own: use it with the plain-sum balancer only (the trainer's config refuses the combinations).
+- ``measure_cosine=True`` adds ``"grad_cos"``: the cosine between the two groups' gradients at
+  the shared encoder (:func:`~xtask_core.train.pcgrad.grad_cosine`). Without PCGrad this costs two
+  extra partial backward passes on that step, so the trainer measures every ``cosine_every``
+  steps only; with PCGrad it is read off the gradients PCGrad computed anyway (free).
 """
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -16,6 +28,7 @@ from torch import Tensor, nn
 from xtask_core.errors import XTaskError
 from xtask_core.inference.precision import autocast
 from xtask_core.train.balancing import Balancer
+from xtask_core.train.pcgrad import cosine, grad_cosine, pcgrad_backward
 
 # Loss components of XTaskLoss, in the order the trainer logs them ("total" is unbalanced).
 LOSS_KEYS = ("total", "seg", "depth", "tseg", "tdep", "label", "image")
@@ -60,10 +73,38 @@ def shared_parameter(model: nn.Module) -> Tensor:
     return net.pretrained_encoder.layer4[-1].conv2.weight
 
 
+def _encoder_slice(params: list[Tensor], model: nn.Module) -> list[tuple[int, int]]:
+    """(offset, length) in a flattened gradient over ``params`` of each shared-encoder parameter."""
+    net = getattr(model, "module", model)
+    enc = {id(p) for p in net.pretrained_encoder.parameters()}
+    out, offset = [], 0
+    for p in params:
+        if id(p) in enc:
+            out.append((offset, p.numel()))
+        offset += p.numel()
+    return out
+
+
+def _pcgrad(model: nn.Module, losses: Mapping[str, Tensor], scaler, generator, measure_cosine: bool) -> float:
+    """PCGrad backward (scaled by ``scaler`` when given: the projection is linear in a common
+    scale); the encoder cosine of the unprojected gradients, or NaN when not asked."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    group = [losses["label"], losses["image"]]
+    if scaler is not None:
+        group = [scaler.scale(g) for g in group]
+    grads = pcgrad_backward(params, group, generator=generator)
+    if not measure_cosine:
+        return math.nan
+    where = _encoder_slice(params, model)
+    a, b = (torch.cat([g[o:o + n] for o, n in where]) for g in grads)
+    return cosine(a, b)
+
+
 def train_step(model: nn.Module, batch: Mapping[str, Any], *, loss_fn: nn.Module, balancer: Balancer,
                optimizer: torch.optim.Optimizer, scaler=None, precision: str = "fp32",
                channels_last: bool = False, device: torch.device | str | None = None,
-               reduce_flag: Callable[[Tensor], None] | None = None) -> dict[str, Tensor]:
+               reduce_flag: Callable[[Tensor], None] | None = None, pcgrad: bool = False,
+               measure_cosine: bool = False, generator: torch.Generator | None = None) -> dict[str, Tensor]:
     """One optimisation step of ``model`` on ``batch``.
 
     Args:
@@ -82,10 +123,16 @@ def train_step(model: nn.Module, batch: Mapping[str, Any], *, loss_fn: nn.Module
         reduce_flag: distributed runs pass an in-place all-reduce (sum) for the 0-dim "loss is
             not finite" flag, so every rank stops together instead of hanging in the next
             all-reduce.
+        pcgrad: PCGrad on the label / image groups instead of ``objective.backward()`` (the
+            balancer must be the plain sum; ``objective`` is still returned for the log).
+        measure_cosine: also return ``"grad_cos"``, the two groups' gradient cosine at the
+            shared encoder (NaN when a group has no gradient there, e.g. a single-task net).
+        generator: seeds PCGrad's projection order (None: torch's global generator).
 
     Returns:
         ``{name: 0-dim detached float tensor}`` for every :data:`STEP_KEYS` name, on ``device``
-        (no host sync beyond the finiteness check; call ``float()`` to read one).
+        (no host sync beyond the finiteness check; call ``float()`` to read one), plus
+        ``"grad_cos"`` (a float64 CPU tensor) with ``measure_cosine``.
 
     Raises:
         DivergedError: a loss component is NaN/Inf; nothing was stepped.
@@ -105,10 +152,18 @@ def train_step(model: nn.Module, batch: Mapping[str, Any], *, loss_fn: nn.Module
     if bad.item() > 0:
         raise DivergedError(dict(zip(STEP_KEYS, values.tolist())))
     optimizer.zero_grad(set_to_none=True)
-    if scaler is not None:
-        scaler.scale(objective).backward(retain_graph=balancer.needs_graph)
+    cos = math.nan
+    if pcgrad:
+        if balancer.needs_graph or balancer.parameters():
+            raise XTaskError(f"pcgrad replaces the loss balancing; it cannot run with the {balancer.kind} balancer")
+        cos = _pcgrad(model, losses, scaler, generator, measure_cosine)
     else:
-        objective.backward(retain_graph=balancer.needs_graph)
+        if measure_cosine:  # before backward: both groups' graphs are still there
+            cos = grad_cosine(getattr(model, "module", model), losses)
+        if scaler is not None:
+            scaler.scale(objective).backward(retain_graph=balancer.needs_graph)
+        else:
+            objective.backward(retain_graph=balancer.needs_graph)
     # before optimizer.step(): GradNorm differentiates the graph at the current weights
     balancer.step(losses, shared_parameter(model) if balancer.needs_graph else None)
     if scaler is not None:
@@ -116,4 +171,7 @@ def train_step(model: nn.Module, batch: Mapping[str, Any], *, loss_fn: nn.Module
         scaler.update()
     else:
         optimizer.step()
-    return dict(zip(STEP_KEYS, values.unbind(0)))
+    out = dict(zip(STEP_KEYS, values.unbind(0)))
+    if measure_cosine:
+        out["grad_cos"] = torch.tensor(cos, dtype=torch.float64)
+    return out

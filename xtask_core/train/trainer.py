@@ -2,8 +2,10 @@
 
 :class:`Trainer` builds everything from a :class:`~xtask_core.config.TrainConfig` in its
 constructor: datasets (a cached synthetic set is generated on first use), the
-:class:`~xtask_core.model.XTaskNet`, :class:`~xtask_core.train.losses.XTaskLoss`, the loss
-balancer, Adam + StepLR, the precision path and the run folder (file names:
+:class:`~xtask_core.model.XTaskNet` and :class:`~xtask_core.train.losses.XTaskLoss` (or, for
+``task="segmt"|"depth"``, the single-task baseline :class:`~xtask_core.model.stl.STLNet` and
+:class:`~xtask_core.train.stl_loss.STLLoss`), the loss balancer (or PCGrad), Adam + StepLR, the
+precision path and the run folder (file names:
 :class:`~xtask_core.train.run_dir.RunDir`). Each step is :func:`~xtask_core.train.step.train_step`.
 
 Choices worth knowing:
@@ -20,6 +22,12 @@ Choices worth knowing:
   nccl on CUDA, a DistributedSampler shards the training set and DDP averages gradients.
   Validation runs on rank 0 over the *full* validation set (the other ranks wait at a barrier),
   so metrics are exactly those of a single-process evaluation; only rank 0 writes files.
+- Task balance (cross-task runs): every ``cosine_every`` steps the cosine between the label
+  and image groups' gradients at the shared encoder is measured (two extra partial backward
+  passes on that step; free with PCGrad). Each metrics row carries ``grad_cos`` (mean of the
+  row's window's measurements, absent if none) and ``ratio_label`` / ``ratio_image`` (the
+  window's group loss over the run's first step's, GradNorm's "inverse training rate"). Not
+  measured in distributed runs; PCGrad is refused there (its per-group gradients bypass DDP).
 - A NaN/Inf loss aborts with :class:`XTaskError` before the optimiser step, marks the progress
   file ``failed`` and saves nothing, so a good ``best`` is never replaced by a broken one.
 """
@@ -45,13 +53,14 @@ from xtask_core.device import default_device
 from xtask_core.errors import XTaskError
 from xtask_core.inference.precision import grad_scaler
 from xtask_core.io.atomic import remove_stale_tmp
-from xtask_core.model import XTaskNet
+from xtask_core.model.stl import build_model
 from xtask_core.train.balancing import balancer_kind, make_balancer
 from xtask_core.train.data import SYNTH_DEFAULT, ensure_synthetic, make_loader, make_split, synthetic_has_data
 from xtask_core.train.losses import XTaskLoss
 from xtask_core.train.run_dir import ProgressFile, RunDir, has_checkpoints, read_progress, step_text
 from xtask_core.train.runlog import RunLogger, preload_tensorboard
 from xtask_core.train.step import LOSS_KEYS, STEP_KEYS, DivergedError, train_step
+from xtask_core.train.stl_loss import STLLoss
 from xtask_core.train.train_path import choose_train_path
 from xtask_core.train.validate import evaluate, progress_bar, tqdm_enabled
 
@@ -86,7 +95,7 @@ def _pick_device(cfg: TrainConfig, device, distributed: bool, local_rank: int) -
 
 
 class Trainer:
-    """Train an XTaskNet from a :class:`TrainConfig` (see the module docstring).
+    """Train an XTaskNet (or a single-task STLNet) from a :class:`TrainConfig` (see the module docstring).
 
     Args:
         cfg: every option; ``cfg.out`` is the run folder (required), ``cfg.resume`` continues
@@ -134,6 +143,14 @@ class Trainer:
         self.init_meta: dict | None = None
         self._last_save = time.monotonic()
         self.saved_epoch = 0  # the epoch whose checkpoints are on disk (0: none yet)
+        # task balance: cosine measurements of the current row window, first step's group losses
+        self.cos_window: dict[str, list[float]] = {"step": [], "epoch": []}
+        self.first_losses: dict[str, float] = {}
+        self.measure_cosine = cfg.cosine_every > 0 and cfg.task == "both" and not self.distributed
+        self.pcgrad_generator = torch.Generator().manual_seed(cfg.seed)
+        if cfg.pcgrad and self.distributed:
+            raise XTaskError("pcgrad runs in one process only (its per-group gradients bypass DDP's "
+                             "averaging); train without torchrun or without --pcgrad")
         try:
             self._prepare_folder()
             seed_everything(cfg.seed)
@@ -147,11 +164,13 @@ class Trainer:
             self.val_loader = make_loader(self.val_ds, cfg.batch_size, shuffle=False, workers=cfg.workers,
                                           device=self.device)
             self.model = self._build_model().to(self.device)
-            self.loss_fn = XTaskLoss(cfg.num_classes, lambda_1=cfg.lambda_1, lambda_2=cfg.lambda_2,
-                                     label_smoothing=cfg.label_smoothing, lp=cfg.lp,
-                                     tdep_loss=cfg.tdep_loss, tseg_loss=cfg.tseg_loss,
-                                     ignore_index=cfg.ignore_index, method=cfg.method,
-                                     reduction=cfg.loss_reduction).to(self.device)
+            self.loss_fn = (XTaskLoss(cfg.num_classes, lambda_1=cfg.lambda_1, lambda_2=cfg.lambda_2,
+                                      label_smoothing=cfg.label_smoothing, lp=cfg.lp,
+                                      tdep_loss=cfg.tdep_loss, tseg_loss=cfg.tseg_loss,
+                                      ignore_index=cfg.ignore_index, method=cfg.method,
+                                      reduction=cfg.loss_reduction) if cfg.task == "both"
+                            else STLLoss(cfg.task, cfg.num_classes, lp=cfg.lp,
+                                         ignore_index=cfg.ignore_index)).to(self.device)
             self.balancer = make_balancer(balancer_kind(cfg.uncertainty_weights, cfg.gradnorm),
                                           device=self.device)
             # precision + memory format: as given, or measured on the first batch (or cached)
@@ -223,7 +242,7 @@ class Trainer:
     def _build_model(self) -> nn.Module:
         cfg = self.cfg
         mcfg = cfg.model_config()
-        model = XTaskNet(mcfg, pretrained_path=cfg.use_pretrain or None)
+        model = build_model(mcfg, pretrained_path=cfg.use_pretrain or None)
         if cfg.init_checkpoint and not cfg.resume:
             loaded = load_checkpoint(cfg.init_checkpoint, device="cpu")
             diff = [f"{f} {getattr(loaded.config, f)} (checkpoint) vs {getattr(mcfg, f)} (config)"
@@ -285,6 +304,7 @@ class Trainer:
         self.best_val = float(extra.get("best_val", math.inf))
         self.best_epoch = int(extra.get("best_epoch", 0))
         self.best_metrics = dict(extra.get("best_metrics", {}))
+        self.first_losses = dict(extra.get("first_losses", {}))
 
     def _total_steps(self) -> int:
         total = len(self.train_loader) * self.cfg.epochs
@@ -294,17 +314,26 @@ class Trainer:
     def _step(self, batch: Mapping[str, Any]) -> torch.Tensor:
         """One :func:`train_step`; the detached :data:`STEP_KEYS` values as one float64 CPU tensor."""
         reduce_flag = torch.distributed.all_reduce if self.distributed else None
+        cfg = self.cfg
+        measure = self.measure_cosine and (self.step + 1) % cfg.cosine_every == 0
         try:
             out = train_step(self.ddp or self.model, batch, loss_fn=self.loss_fn, balancer=self.balancer,
                              optimizer=self.optimizer, scaler=self.scaler, precision=self.precision,
-                             channels_last=self.channels_last, device=self.device, reduce_flag=reduce_flag)
+                             channels_last=self.channels_last, device=self.device, reduce_flag=reduce_flag,
+                             pcgrad=cfg.pcgrad, measure_cosine=measure, generator=self.pcgrad_generator)
         except DivergedError as err:
             parts = ", ".join(f"{k}={v:.4g}" for k, v in err.values.items() if k in LOSS_KEYS)
             raise XTaskError(f"training diverged: loss is NaN/Inf at epoch {self.epoch}, step {self.step + 1} "
                              f"({parts}); nothing was saved for this epoch. Lower --lr or use "
                              "--precision fp32") from None
         self.step += 1
-        return torch.stack([out[k] for k in STEP_KEYS]).double().cpu()
+        if measure and math.isfinite(float(out["grad_cos"])):
+            for window in self.cos_window.values():
+                window.append(float(out["grad_cos"]))
+        values = torch.stack([out[k] for k in STEP_KEYS]).double().cpu()
+        if not self.first_losses:
+            self.first_losses = {k: float(values[STEP_KEYS.index(k)]) for k in ("label", "image")}
+        return values
 
     def _check_cancel(self) -> bool:
         flag = torch.tensor(1.0 if (self.is_main and self.run.cancel.exists()) else 0.0)
@@ -333,7 +362,23 @@ class Trainer:
             row.update({f"val_{k}": val[f"loss_{k}"] for k in LOSS_KEYS if k != "total"})
             row.update({f"val_{k}": val[k] for k in METRIC_KEYS if k in val})
         row.update({k: float(v) for k, v in self.balancer.weights().items()})
+        row.update(self._balance_columns(kind, row))
         return row
+
+    def _balance_columns(self, kind: str, row: Mapping[str, Any]) -> dict[str, float]:
+        """``grad_cos`` (mean of the measurements since the last row of this ``kind``) and
+        ``ratio_label`` / ``ratio_image`` (the row's train group loss over the first step's; a
+        group whose first loss is 0, the absent task of a single-task run, gets none)."""
+        out: dict[str, float] = {}
+        window = self.cos_window[kind]
+        if window:
+            out["grad_cos"] = sum(window) / len(window)
+            window.clear()
+        for k in ("label", "image"):
+            first = self.first_losses.get(k, 0.0)
+            if first > 0 and math.isfinite(first):
+                out[f"ratio_{k}"] = float(row[f"train_{k}"]) / first
+        return out
 
     def _meta(self, row: Mapping[str, Any], val: Mapping[str, Any]) -> dict:
         cfg = self.cfg
@@ -362,7 +407,7 @@ class Trainer:
         save_checkpoint(self.run.last, self.model, meta, overwrite=True)
         state_meta = dict(meta, resume={
             "best_val": self.best_val, "best_epoch": self.best_epoch,
-            "best_metrics": self.best_metrics,
+            "best_metrics": self.best_metrics, "first_losses": self.first_losses,
             "scaler": self.scaler.state_dict() if self.scaler is not None else None})
         save_train_state(self.run.state, model=self.model, optimizer=self.optimizer,
                          scheduler=self.scheduler, balancer=self.balancer, epoch=epoch, step=self.step,
