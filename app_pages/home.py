@@ -22,7 +22,7 @@ if state is None:
     st.info("Load a checkpoint in the sidebar to see the live model.")
     st.stop()
 
-found = settings.samples()
+found = pickers.fitting_samples(state) or settings.samples()   # an image of the model's own kind first
 if found:
     s = found[0]
     rgb, _, _ = pickers.sample_arrays(state, s)
@@ -30,17 +30,21 @@ if found:
     panels = charts.prediction_panels(state, pred, cmap="magma")
     st.subheader(f"The live model on {s.name}")
     charts.class_legend(state)
+    near_far = "near" if state.depth_kind == "disparity" else "far"
     cols = st.columns(3)
     cols[0].image(pred.input_rgb, caption="input (as the model sees it)", width="stretch")
-    cols[1].image(panels["seg"], caption="direct segmentation", width="stretch")
-    cols[2].image(panels["seg_t"], caption="transferred from depth (depth → seg net)", width="stretch")
+    for col, (name, caption) in zip(cols[1:], (("seg", "direct segmentation"),
+                                               ("seg_t", "transferred from depth (depth → seg net)"))):
+        if name in panels:
+            col.image(panels[name], caption=caption, width="stretch")
     cols = st.columns(3)
     cols[0].caption("Top row: segmentation; bottom row: depth. *Direct* predictions come from the "
                     "image; *transferred* ones see only the other task's prediction, never the image. "
                     "Where the two agree the model is consistent.")
-    near_far = "near" if state.depth_kind == "disparity" else "far"
-    cols[1].image(panels["depth"], caption=f"direct depth (bright = {near_far})", width="stretch")
-    cols[2].image(panels["depth_t"], caption="transferred from segmentation (seg → depth net)", width="stretch")
+    for col, (name, caption) in zip(cols[1:], (("depth", f"direct depth (bright = {near_far})"),
+                                               ("depth_t", "transferred from segmentation (seg → depth net)"))):
+        if name in panels:
+            col.image(panels[name], caption=caption, width="stretch")
 else:
     st.info(f"No sample images in {settings.samples_dir()}; the other pages accept uploads.")
 

@@ -34,12 +34,17 @@ def prediction_depth_range(pred, *extra) -> tuple[float, float]:
 
 def prediction_panels(state: ModelState, pred, cmap: str = "magma") -> dict[str, np.ndarray]:
     """Colourised H×W×3 uint8 panels ``seg``, ``seg_t``, ``depth``, ``depth_t`` of a Prediction
-    (depth maps share one colour range)."""
+    (depth maps share one colour range); outputs the prediction lacks (None: a single-task model,
+    no transfer nets) have no panel."""
     vmin, vmax = prediction_depth_range(pred)
-    return {"seg": viz.colorize_seg(pred.seg, state.palette),
-            "seg_t": viz.colorize_seg(pred.seg_t, state.palette),
-            "depth": viz.colorize_depth(pred.depth, cmap, vmin, vmax),
-            "depth_t": viz.colorize_depth(pred.depth_t, cmap, vmin, vmax)}
+    out = {}
+    for name in ("seg", "seg_t"):
+        if getattr(pred, f"{name}_logits") is not None:
+            out[name] = viz.colorize_seg(getattr(pred, name), state.palette)
+    for name in ("depth", "depth_t"):
+        if getattr(pred, name) is not None:
+            out[name] = viz.colorize_depth(getattr(pred, name), cmap, vmin, vmax)
+    return out
 
 
 def _size_image_figure(fig, shape: tuple[int, ...], ncols: int, extra_px: int):

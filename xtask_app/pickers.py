@@ -14,6 +14,7 @@ from xtask_core.data.samples import ITEM_DATASETS, SampleFiles
 from xtask_core.io.keys import array_key, sha1_hex
 
 SOURCES = ("Sample", "Dataset split", "Upload")
+NYUV2_SAMPLES = "nyuv2"   # sub-folder of the samples folder with indoor rooms in the NYUv2 layout
 UPLOAD_TYPES = ["png", "jpg", "jpeg", "webp", "bmp", "tif", "tiff", "gif"]
 
 
@@ -75,8 +76,9 @@ def _pick_dataset_item(state: ModelState, key: str, box) -> Picked | None:
     datasets = list(ITEM_DATASETS)
     ds = c1.selectbox("Dataset", datasets, key=f"{key}_ds",
                       index=datasets.index("nyuv2") if state.label_set == "nyuv2" else 0)
+    indoor = settings.samples_dir() / NYUV2_SAMPLES      # the shipped indoor samples form an NYUv2 root
     root = c2.text_input("Root folder", key=f"{key}_root",
-                         value=str(settings.samples_dir()) if ds != "nyuv2" else "")
+                         value=str(settings.samples_dir()) if ds != "nyuv2" else str(indoor) if indoor.is_dir() else "")
     split = c3.selectbox("Split", ["val", "train", "test"], key=f"{key}_split")
     index = int(c4.number_input("Index", min_value=0, value=0, step=1, key=f"{key}_idx"))
     if not root.strip():
