@@ -109,3 +109,17 @@ def test_split_evaluation_reports_the_one_task(tmp_path, task):
     seg_ok, depth_ok = math.isfinite(res["miou"]), math.isfinite(res["abs"])
     assert (seg_ok, depth_ok) == ((True, False) if task == "segmt" else (False, True))
     assert res["n_images"] == 3 and math.isfinite(res["loss"]) and res["loss"] > 0
+
+
+def test_per_image_records_refuse_a_single_task_checkpoint_in_one_line(tmp_path):
+    from PIL import Image
+
+    from xtask_core.evaluate.records import records_for
+    from xtask_core.evaluate.sources import folder_source
+
+    save_checkpoint(tmp_path / "seg.safetensors", _net("segmt"))
+    (tmp_path / "images").mkdir()
+    Image.fromarray(np.zeros((64, 64, 3), np.uint8)).save(tmp_path / "images" / "a.png")
+    with pytest.raises(XTaskError, match="single-task baseline") as err:
+        records_for([tmp_path / "seg.safetensors"], folder_source(tmp_path / "images", (64, 64)), cache=False)
+    assert "\n" not in str(err.value)

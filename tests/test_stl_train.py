@@ -154,6 +154,7 @@ def test_step_cosine_is_the_encoder_cosine_of_the_two_groups(tiny_config, pcgrad
 
 
 # ------------------------------------------------------------------ trainer
+@pytest.mark.slow
 def test_single_task_runs_train_one_decoder_and_log_one_task(synth_root, tmp_path):
     for task, present, absent in (("segmt", "val_miou", "val_abs"), ("depth", "val_abs", "val_miou")):
         tr = Trainer(tiny_cfg(synth_root, tmp_path / task, task=task))
@@ -200,6 +201,7 @@ def test_cosine_every_spaces_the_measurements_and_zero_turns_it_off(synth_root, 
     assert all(not r.get("grad_cos") for r in _rows(tmp_path / "off" / "metrics.csv"))
 
 
+@pytest.mark.slow
 def test_pcgrad_run_trains_and_resumes(synth_root, tmp_path):
     out = tmp_path / "pc"
     first = Trainer(tiny_cfg(synth_root, out, pcgrad=True, cosine_every=1)).fit()
@@ -210,6 +212,7 @@ def test_pcgrad_run_trains_and_resumes(synth_root, tmp_path):
     assert again["last_row"]["ratio_label"] != pytest.approx(1.0)
 
 
+@pytest.mark.slow
 def test_init_checkpoint_of_another_task_is_refused(synth_root, tmp_path):
     Trainer(tiny_cfg(synth_root, tmp_path / "seg", task="segmt")).fit()
     with pytest.raises(XTaskError, match="task segmt"):
@@ -220,3 +223,65 @@ def test_init_checkpoint_of_another_task_is_refused(synth_root, tmp_path):
 def test_stl_model_config_round_trips_the_task():
     cfg = ModelConfig(enc_layers=18, mid_features=8, task="depth")
     assert ModelConfig.from_dict(cfg.to_dict()).task == "depth"
+
+
+# ------------------------------------------------------------------ CLI
+TINY = ["--dataset", "synthetic", "--enc_layers", "18", "--mid_features", "8", "--ttnet_features", "4",
+        "--height", "64", "--width", "128", "--batch_size", "3", "--cpu", "--precision", "fp32",
+        "--workers", "0", "--epochs", "1", "--limit_train", "3", "--limit_val", "2"]
+
+
+def _cli(argv, capsys):
+    from xtask_core import cli
+
+    code = cli.main(argv)
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@pytest.mark.parametrize("argv, needle", [
+    (["--pcgrad", "--uncertainty_weights"], "at most one of uncertainty_weights, gradnorm and pcgrad"),
+    (["--pcgrad", "--gradnorm"], "at most one of"),
+    (["--task", "segmt", "--uncertainty_weights"], "single-task run (task segmt) has one loss"),
+    (["--task", "normals"], "invalid choice"),
+])
+def test_cli_refuses_incompatible_balancing_in_one_line(synth_root, tmp_path, capsys, argv, needle):
+    code, _, err = _cli(["train", *TINY, "--input_path", str(synth_root), "--out", str(tmp_path / "r"), *argv],
+                        capsys)
+    lines = [ln for ln in err.splitlines() if ln.strip()]
+    assert code == 2 and len(lines) == 1 and needle in lines[0], err
+    assert not (tmp_path / "r" / "best.safetensors").exists()
+
+
+@pytest.mark.slow
+def test_cli_trains_and_evaluates_a_single_task_baseline(synth_root, tmp_path, capsys):
+    import json
+
+    run = tmp_path / "depth"
+    code, out, err = _cli(["train", *TINY, "--input_path", str(synth_root), "--out", str(run), "--task", "depth"],
+                          capsys)
+    assert code == 0, err
+    saved = json.loads((run / "config.json").read_text())
+    assert saved["model"]["task"] == "depth" and saved["train"]["pcgrad"] is False
+    report = tmp_path / "eval.json"
+    code, out, err = _cli(["eval", "--checkpoint", str(run / "best.safetensors"), "--input_path", str(synth_root),
+                           "--cpu", "--exact", "--json", str(report)], capsys)
+    assert code == 0, err
+    assert "single-task baseline (depth)" in out
+    res = json.loads(report.read_text())
+    assert res["task"] == "depth" and res["miou"] is None and res["pixel_acc"] is None
+    assert res["abs"] > 0 and res["loss"]["total"] == pytest.approx(res["loss"]["depth"])
+
+
+@pytest.mark.slow
+def test_cli_pcgrad_run_records_the_choice_and_the_cosine(synth_root, tmp_path, capsys):
+    import json
+
+    run = tmp_path / "pc"
+    code, _, err = _cli(["train", *TINY, "--input_path", str(synth_root), "--out", str(run), "--pcgrad",
+                         "--cosine_every", "1", "--limit_train", "6"], capsys)
+    assert code == 0, err
+    saved = json.loads((run / "config.json").read_text())
+    assert saved["train"]["pcgrad"] is True and saved["train"]["cosine_every"] == 1
+    (row,) = _rows(run / "metrics.csv")
+    assert -1.0 <= float(row["grad_cos"]) <= 1.0

@@ -355,6 +355,8 @@ def cmd_eval(args) -> int:
                               exact=args.exact)
     _out(f"{res['checkpoint']} on {res['dataset']} {res['split']} ({res['n_images']} images, "
          f"{res['input_size'][0]}x{res['input_size'][1]}, {res['precision']})")
+    if res.get("task", "both") != "both":
+        _out(f"  single-task baseline ({res['task']}): the other task's metrics are n/a")
     rows = [("mIoU (dataset-level)", res["miou"]), ("mIoU (per-image, original)", res["miou_per_image"]),
             ("pixel accuracy", res["pixel_acc"]), (f"abs ({res['depth_unit']})", res["abs"]),
             ("abs rel", res["abs_rel"]), ("rmse", res["rmse"]), ("delta < 1.25", res["delta1"]),

@@ -258,6 +258,10 @@ def records_for(checkpoints: Sequence[str | os.PathLike], source: Source, *,
             raise XTaskError("a sharded run needs an output file or the cache to merge into")
         shas = [file_sha256(c) for c in labels]
         loaded = [load_checkpoint(c, device=device) for c in labels]
+        single = [(lb, ld.config.task) for lb, ld in zip(labels, loaded) if ld.config.task != "both"]
+        if single:  # the records' energy and transferred columns need all four outputs
+            raise XTaskError(f"{single[0][0]} is a single-task baseline ({single[0][1]}): per-image records "
+                             "need a cross-task model; evaluate it with xtask eval without --per-image")
         classes = {int(ld.config.num_classes) for ld in loaded}
         if source.labelled and len(classes) > 1:
             raise XTaskError(f"checkpoints with different class counts ({sorted(classes)}) cannot share "

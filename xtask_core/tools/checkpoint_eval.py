@@ -18,6 +18,7 @@ from xtask_core.evaluate.split import evaluate_split
 from xtask_core.io.json_safe import json_safe
 from xtask_core.train.data import make_split
 from xtask_core.train.losses import XTaskLoss
+from xtask_core.train.stl_loss import STLLoss
 
 MIOU_DEFINITIONS = {
     "miou": "dataset-level mIoU: one confusion matrix accumulated over every evaluated pixel of "
@@ -48,7 +49,9 @@ def evaluate_checkpoint(checkpoint: str, *, dataset: str | None = None, input_pa
 
     Runs :func:`xtask_core.evaluate.split.evaluate_split`: the fast path at ``precision`` by default,
     the model itself in eager fp32 with ``exact=True``. Both mIoU definitions are reported
-    (:data:`MIOU_DEFINITIONS`); NaN/Inf become None.
+    (:data:`MIOU_DEFINITIONS`); NaN/Inf become None, so a single-task baseline (``task``
+    ``"segmt"`` / ``"depth"``, its loss :class:`~xtask_core.train.stl_loss.STLLoss`) reports None
+    for the other task's metrics.
     """
     loaded = load_checkpoint(checkpoint, device=device)
     dev = next(loaded.model.parameters()).device
@@ -69,7 +72,9 @@ def evaluate_checkpoint(checkpoint: str, *, dataset: str | None = None, input_pa
                                   height=height or mcfg.height, width=width or mcfg.width,
                                   ignore_index=ignore_index)
     ds = make_split(cfg, split, augment=False, limit=limit)
-    loss_fn = XTaskLoss(mcfg.num_classes, ignore_index=ignore_index, **loss_options(saved, dataset)).to(dev)
+    opts = loss_options(saved, dataset)
+    loss_fn = (XTaskLoss(mcfg.num_classes, ignore_index=ignore_index, **opts) if mcfg.task == "both"
+               else STLLoss(mcfg.task, mcfg.num_classes, lp=opts["lp"], ignore_index=ignore_index)).to(dev)
     t0 = time.time()
     res = evaluate_split(loaded, ds, batch_size=batch_size, fast=not exact, precision=precision,
                          direct_only=direct_only, workers=workers, loss_fn=loss_fn, device=dev,
@@ -80,7 +85,7 @@ def evaluate_checkpoint(checkpoint: str, *, dataset: str | None = None, input_pa
     out: dict[str, Any] = {
         "checkpoint": str(checkpoint), "source": loaded.source, "dataset": dataset,
         "input_path": str(input_path), "split": split, "n_images": res["n_images"],
-        "num_classes": mcfg.num_classes, "input_size": [cfg.height, cfg.width],
+        "num_classes": mcfg.num_classes, "input_size": [cfg.height, cfg.width], "task": mcfg.task,
         "direct_only": direct_only, "precision": res["precision"], "device": str(dev), "seconds": seconds,
         "exact": exact, "model_path": res["eval_path"],
         "miou": res.get("miou"), "miou_per_image": res.get("miou_per_image"),
