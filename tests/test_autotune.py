@@ -115,6 +115,31 @@ def test_the_set_up_budget_stops_building_more_candidates():
     assert built == ["t1"] and d.rejected["t2"].startswith("not measured")
 
 
+def test_a_reference_slower_than_the_budget_still_meets_one_alternative():
+    # a busy machine: the plain reference alone takes longer than the whole set-up budget
+    clock, calls = FakeClock(), []
+    cands = {n: _fake(clock, c, calls=calls, name=n) for n, c in (("eager", 3.0), ("fast", 1.0), ("other", 0.5))}
+    d = choose(cands, "eager", clock=clock, budget_s=0.5, setup_s=1.0)
+    assert d.chosen == "fast" and "fast" in d.times_ms  # not left with the reference only
+    assert d.rejected["other"].startswith("not measured") and not d.complete
+    broken = {"eager": _fake(clock, 3.0), "bad": _fake(clock, 0.1, out=_outputs(seed=5)), "ok": _fake(clock, 1.0)}
+    d = choose(broken, "eager", clock=clock, budget_s=0.5, setup_s=1.0)
+    assert d.chosen == "ok" and d.rejected["bad"].startswith("inaccurate")  # the next one is tried instead
+    assert d.complete
+
+
+def test_an_incomplete_decision_is_not_written_to_disk(tmp_path):
+    partial = Decision("eager", {"eager": 3.0}, {"fast": "not measured: the 4.5 s set-up budget was spent"}, 1, "")
+    full = Decision("fast", {"eager": 3.0, "fast": 1.0}, {}, 2, "")
+    cache = DecisionCache(tmp_path)
+    cache.put("k-partial", partial)
+    cache.put("k-full", full)
+    assert cache.get("k-partial") == partial  # this process keeps it
+    DecisionCache.clear_memory()  # a new process measures again
+    assert DecisionCache(tmp_path).get("k-partial") is None and DecisionCache(tmp_path).get("k-full") == full
+    DecisionCache.clear_memory()
+
+
 def test_output_checks_gates():
     assert output_checks(REF, REF)["ok"]
     nan = (REF[0], None, REF[2] * float("nan"), None)

@@ -41,6 +41,7 @@ __all__ = ["SEG_AGREEMENT_MIN", "DEPTH_REL_DIFF_MAX", "output_checks", "Decision
 SEG_AGREEMENT_MIN = 0.995      # fraction of pixels whose argmax class agrees with fp32
 DEPTH_REL_DIFF_MAX = 0.01      # mean |path − fp32| / mean |fp32| of the direct depth
 
+NOT_MEASURED = "not measured"  # reason prefix of candidates the set-up budget left out
 CACHE_FILE = "autotune.json"
 CACHE_SCHEMA = 1               # bump when the candidate paths change meaning
 MAX_CACHE_ENTRIES = 64         # oldest entries dropped beyond this
@@ -106,6 +107,13 @@ class Decision:
     rounds: int = 0
     reason: str = ""
 
+    @property
+    def complete(self) -> bool:
+        """False when the set-up budget ran out before every candidate was tried: such a decision
+        reflects the load of that moment (a busy machine makes the reference alone use up the
+        budget), so :class:`DecisionCache` keeps it for this process only, never on disk."""
+        return not any(why.startswith(NOT_MEASURED) for why in self.rejected.values())
+
     def to_dict(self) -> dict:
         return {"chosen": self.chosen, "times_ms": dict(self.times_ms), "rejected": dict(self.rejected),
                 "rounds": self.rounds, "reason": self.reason}
@@ -125,7 +133,7 @@ def short_error(err: BaseException) -> str:
 def choose(candidates: Mapping[str, Callable[[], Callable[[], Any]]], reference: Sequence | str, *,
            clock: Callable[[], float] = time.perf_counter, budget_s: float = 1.5, max_rounds: int = 7,
            prune_factor: float = 1.5, setup_s: float | None = None, fallback: str | None = None,
-           check: Callable[[Any, Any], dict] = output_checks) -> Decision:
+           check: Callable[[Any, Any], dict] = output_checks, min_built: int = 2) -> Decision:
     """Time the candidates and return the fastest whose outputs pass ``check`` against ``reference``.
 
     Args:
@@ -142,7 +150,10 @@ def choose(candidates: Mapping[str, Callable[[], Callable[[], Any]]], reference:
             leader's stops being timed.
         setup_s: seconds building and checking candidates may take (default ``3 × budget_s``):
             once spent, the remaining candidates are not built (recorded as such), so list the
-            likely winners first and expensive builds (tracing) last.
+            likely winners first and expensive builds (tracing) last. Candidates are still built
+            until ``min_built`` of them (the reference included) run correctly, so a reference
+            that alone takes longer than the budget (a slow or busy machine) does not leave it
+            the only choice.
         fallback: chosen when no candidate passes (default: raise :class:`XTaskError`).
         check: ``check(outputs, reference) -> dict`` with a boolean ``"ok"``.
 
@@ -162,8 +173,8 @@ def choose(candidates: Mapping[str, Callable[[], Callable[[], Any]]], reference:
     setup_s = 3.0 * budget_s if setup_s is None else setup_s
     start = clock()
     for name in order:
-        if runners and ref_out is not None and clock() - start > setup_s:
-            rejected[name] = f"not measured: the {setup_s:.1f} s set-up budget was spent"
+        if len(runners) >= min_built and ref_out is not None and clock() - start > setup_s:
+            rejected[name] = f"{NOT_MEASURED}: the {setup_s:.1f} s set-up budget was spent"
             continue
         try:
             run = candidates[name]()
@@ -283,10 +294,14 @@ class DecisionCache:
             return None
 
     def put(self, key: str, decision: Decision, parts: Mapping[str, Any] | None = None) -> None:
-        """Store ``decision`` under ``key`` (``parts``: the readable key, kept for people)."""
+        """Store ``decision`` under ``key`` (``parts``: the readable key, kept for people). An
+        incomplete decision (:attr:`Decision.complete`) is kept in memory only: the next process
+        measures again instead of inheriting a choice made while the machine was busy."""
         entry = {**decision.to_dict(), "key": dict(parts or {}), "saved": time.time()}
         with self._lock:
             self._memory[f"{self.path}:{key}"] = entry
+            if not decision.complete:
+                return
             entries = self._read()
             entries[key] = entry
             if len(entries) > MAX_CACHE_ENTRIES:
