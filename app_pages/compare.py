@@ -89,17 +89,17 @@ if diffs:
     st.caption("Segmentation: green = same class as the reference, red = a different class (hover names both). "
                "Depth: absolute difference, in the reference's units. Other checkpoints are resized to the "
                "reference's resolution first.")
-for col, (task, i, m, q) in zip(st.columns(max(1, len(diffs))), diffs):
+for col, (task, i, m, q) in zip(st.columns(max(2, len(diffs))), diffs):   # ≥ 2 columns: no full-width map
     with col:
         if task == "seg":
             panels[f"seg_diff_{i}"] = viz.seg_error_rgb(q.seg, ref_pred.seg)
             charts.rgb_chart(panels[f"seg_diff_{i}"], f"{m.label}: {100 * (q.seg != ref_pred.seg).mean():.1f}% of "
                              "pixels differ", charts.seg_pair_hover(m, q.seg, ref_pred.seg, "reference"),
-                             key=f"cmp_sdiff_{i}", ncols=len(diffs))
+                             key=f"cmp_sdiff_{i}", ncols=max(2, len(diffs)))
         else:
             panels[f"depth_diff_{i}"] = charts.value_chart(
                 np.abs(q.depth - ref_pred.depth), f"{m.label}: |depth − reference|", ref.depth_unit_short,
-                "inferno", 0.0, None, key=f"cmp_ddiff_{i}", ncols=len(diffs))
+                "inferno", 0.0, None, key=f"cmp_ddiff_{i}", ncols=max(2, len(diffs)))
 downloads.download_pngs(panels, "cmp_dl")
 
 # --------------------------------------------------------------------------- evaluation subset
@@ -126,8 +126,10 @@ else:
                "'per image' = the original code's mean of per-image mIoUs; empty cells: no output for that task.")
     ious = pd.DataFrame(per_class_iou_rows(results, {m.label: m.class_names for m in same}))
     ious = ious.rename_axis("class").reset_index()
-    charts.chart(figures.per_class_iou_bar({label: r["iou_per_class"] for label, r in results.items()},
-                                           ref.class_names, title="IoU per class (%)"), key="cmp_iou_bar")
+    scored = {label: r for label, r in results.items() if np.asarray(r["confusion"]).any()}   # has segmentation
+    if scored:
+        charts.chart(figures.per_class_iou_bar({label: r["iou_per_class"] for label, r in scored.items()},
+                                               ref.class_names, title="IoU per class (%)"), key="cmp_iou_bar")
     with st.expander("IoU per class as a table"):
         st.dataframe(ious, hide_index=True)
     c1, c2 = st.columns(2)

@@ -21,10 +21,12 @@ if missing:
 
 # Display-only controls: they never re-run the model (the prediction above is cached).
 c1, c2, c3 = st.columns([2, 2, 3])
-alpha = c1.slider("Segmentation overlay opacity", 0.0, 1.0, 0.6, 0.05, key="pred_alpha")
+alpha = c1.slider("Segmentation overlay opacity", 0.0, 1.0, 0.6, 0.05, key="pred_alpha") \
+    if pred.seg_logits is not None else 1.0
 cmap = c2.selectbox("Depth colour map", charts.CMAPS, key="pred_cmap")
-show = c3.multiselect("Panels", ["ground truth", "direct", "transferred"],
-                      default=["ground truth", "direct", "transferred"], key="pred_panels")
+kinds = ["ground truth", "direct"] + (["transferred"] if pred.seg_t_logits is not None or pred.depth_t is not None
+                                      else [])
+show = c3.multiselect("Panels", kinds, default=kinds, key="pred_panels")
 
 h, w = picked.rgb.shape[:2]
 c1, c2 = st.columns([3, 2])
@@ -47,8 +49,9 @@ def panel_list(gt, direct, transferred) -> list[tuple[str, object]]:
 panels = {}
 if pred.seg_logits is not None:
     st.subheader("Segmentation")
-    st.caption(f"Class colours over the input at {alpha:.0%} opacity; hover a pixel for its class. "
-               "Transferred = the depth → segmentation net applied to the direct depth.")
+    st.caption(f"Class colours over the input at {alpha:.0%} opacity; hover a pixel for its class."
+               + (" Transferred = the depth → segmentation net applied to the direct depth."
+                  if pred.seg_t_logits is not None else ""))
     charts.class_legend(state)
     cols_seg = panel_list(picked.gt_seg, pred.seg, pred.seg_t)
     n_seg = max(1, len(cols_seg))
@@ -63,7 +66,8 @@ if pred.depth is not None:
                + (", bright = near; hover also gives metres through the Cityscapes stereo camera"
                   if state.depth_kind == "disparity" else ", bright = far")
                + ". Blank pixels have no depth (no ground-truth value, or ≤ 0 in a prediction). All panels share one "
-               "colour range. Transferred = the segmentation → depth net applied to the direct segmentation.")
+               "colour range." + (" Transferred = the segmentation → depth net applied to the direct segmentation."
+                                  if pred.depth_t is not None else ""))
     cols_dep = panel_list(picked.gt_depth, pred.depth, pred.depth_t)
     vmin, vmax = charts.prediction_depth_range(pred, *(d for n, d in cols_dep if n == "ground truth"))
     n_dep = max(1, len(cols_dep))
