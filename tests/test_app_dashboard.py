@@ -125,7 +125,7 @@ def _tradeoff_points(at) -> list[str]:
     texts = []
     for trace in fig["data"]:
         if not str(trace.get("name", "")).startswith("published"):
-            texts += [t.split("</b>")[0].replace("<b>", "") for t in trace.get("text", [])]
+            texts += [t.split("</b>")[0].replace("<b>", "") for t in trace.get("hovertext", [])]
     return texts
 
 

@@ -110,7 +110,8 @@ def test_tradeoff_figure_points_lines_and_colours():
     assert len(fig.layout.shapes) == 2                                     # one horizontal, one vertical
     assert {s.type for s in fig.layout.shapes} == {"line"}
     assert fig.data[0].marker.color[0] == pytest.approx(-2.0)             # log10(0.01)
-    assert "λ1 0.01" in fig.data[0].text[0]
+    assert "λ1 0.01" in fig.data[0].hovertext[0] and fig.data[0].text[0] == "mtl"
+    assert tradeoff.short_label("shipped: demo (checkpoints/)") == "demo" == tradeoff.short_label("demo (runs/)")
     assert fig.layout.coloraxis.colorbar.ticktext[0] == "0"
     col = tradeoff.lambda_colour([0.0, 1e-5, 1.0, None, float("nan")])
     assert col[0] == -6 and col[1] == pytest.approx(-5) and col[2] == 0 and np.isnan(col[3]) and np.isnan(col[4])

@@ -23,6 +23,7 @@ LAMBDA_FLOOR = 1e-6     # λ = 0 is drawn one decade below the smallest choice (
 SYMBOLS = {"shipped": "diamond", "run": "circle", "fine-tune": "square", "folder": "triangle-up",
            "sweep": "star", "base": "diamond-open"}
 COLOUR_BY = {"lambda_1": "λ1 (transferred-depth weight)", "lambda_2": "λ2 (transferred-seg weight)"}
+MAX_TEXT_LABELS = 12    # more points than this: names on hover only
 _TICKS = [-6, -5, -4, -3, -2, -1, 0]
 _TICK_TEXT = ["0", "1e-5", "1e-4", "1e-3", "0.01", "0.1", "1"]
 
@@ -58,6 +59,12 @@ def hover_text(row: Mapping) -> str:
     return "<br>".join(lines)
 
 
+def short_label(label: str) -> str:
+    """A point's name without the picker's prefix / root suffix: "shipped: demo (x/)" → "demo"."""
+    label = label.split(": ", 1)[-1] if label.split(": ", 1)[0] in ("shipped", "run", "base") else label
+    return label.rsplit(" (", 1)[0] if label.endswith(")") else label
+
+
 def _axis_title(name: str) -> str:
     better = "higher" if name in SEG_AXES or name == "delta1" else "lower"
     return f"{AXIS_LABELS.get(name, name)} ({better} is better)"
@@ -86,12 +93,15 @@ def tradeoff_figure(points: pd.DataFrame, x: str = "abs", y: str = "miou", colou
                                 (~known, dict(color="#9e9e9e"))):
             if not mask.any():
                 continue
+            names = [short_label(str(n)) for n in group["label"].to_numpy()[mask]]
             fig.add_trace(go.Scatter(
-                x=group[x].to_numpy()[mask], y=group[y].to_numpy()[mask], mode="markers",
+                x=group[x].to_numpy()[mask], y=group[y].to_numpy()[mask],
+                mode="markers+text" if len(pts) <= MAX_TEXT_LABELS else "markers",
                 name=str(origin) + ("" if mask is known else " (λ unknown)"),
                 marker=dict(symbol=SYMBOLS.get(str(origin), "circle"), size=12, line=dict(width=1, color="#333"),
                             **colour_kw),
-                text=[h for h, m in zip(hover, mask) if m], hovertemplate="%{text}<extra></extra>"))
+                text=names, textposition="top center", textfont=dict(size=10),
+                hovertext=[h for h, m in zip(hover, mask) if m], hovertemplate="%{hovertext}<extra></extra>"))
     base = baselines or {}
     seg, dep = base.get("segmt"), base.get("depth")
     if seg is not None and _finite(seg.get(y)):
@@ -116,7 +126,7 @@ def tradeoff_figure(points: pd.DataFrame, x: str = "abs", y: str = "miou", colou
         coloraxis=dict(colorscale="Viridis", cmin=_TICKS[0], cmax=_TICKS[-1],
                        colorbar=dict(title=COLOUR_BY.get(colour_by, colour_by).split(" ")[0], tickvals=_TICKS,
                                      ticktext=_TICK_TEXT)),
-        legend=dict(orientation="h", yanchor="top", y=-0.18, x=0))
+        showlegend=True, legend=dict(orientation="h", yanchor="top", y=-0.18, x=0))
     return fig
 
 

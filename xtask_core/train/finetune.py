@@ -30,7 +30,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, fields
 from pathlib import Path
 
-from xtask_core.config import DATASET_DEFAULTS, TrainConfig
+from xtask_core.config import ARCH_FIELDS, DATASET_DEFAULTS, TrainConfig
 from xtask_core.data.synthetic import write_dataset, write_indoor_dataset
 from xtask_core.device import default_device
 from xtask_core.errors import XTaskError
@@ -39,7 +39,6 @@ from xtask_core.train import jobs
 from xtask_core.train.data import make_loader, make_split, synthetic_has_data
 from xtask_core.train.losses import XTaskLoss
 from xtask_core.train.run_dir import TERMINAL, ProgressFile, RunDir, read_progress
-from xtask_core.train.trainer import ARCH_FIELDS
 from xtask_core.train.validate import evaluate
 
 __all__ = ["BALANCING", "LAMBDA_CHOICES", "SOURCES", "SWEEP_FILE", "SWEEP_MODES", "DataPlan", "default_lambda",
