@@ -153,6 +153,18 @@ def test_step_cosine_is_the_encoder_cosine_of_the_two_groups(tiny_config, pcgrad
     assert expected < 0  # the groups of _ConflictLoss conflict at the encoder too
 
 
+@pytest.mark.parametrize("kind", ["uncertainty", "gradnorm"])
+def test_cosine_is_measured_beside_the_learning_balancers(tiny_config, kind):
+    torch.manual_seed(0)
+    model, batch = XTaskNet(tiny_config).train(), _batch(seed=3)
+    bal = make_balancer(kind)
+    opt = torch.optim.Adam(list(model.parameters()) + bal.parameters(), lr=1e-3)
+    before = bal.weights()
+    out = train_step(model, batch, loss_fn=_ConflictLoss(), balancer=bal, optimizer=opt, measure_cosine=True)
+    assert -1.0 <= float(out["grad_cos"]) <= 1.0
+    assert bal.weights() != before  # the balancer still learned on the same step
+
+
 # ------------------------------------------------------------------ trainer
 @pytest.mark.slow
 def test_single_task_runs_train_one_decoder_and_log_one_task(synth_root, tmp_path):
