@@ -50,6 +50,7 @@ try:
             ds.live(run_dir)
         elif status is not None:
             (st.success if status.state == "done" else st.warning)(ds.progress_line(status))
+            ds.share_address(run_dir)
         records, ident = ds.job_records(run_dir)
 except USER_ERRORS as err:
     show_error(err)

@@ -32,6 +32,8 @@ def env(tmp_path_factory):
         cv2.imwrite(str(photos / f"p{i}.png"), rng.integers(0, 256, (40, 60, 3), dtype=np.uint8))
     records_for(cks[:1], folder_source(photos, (64, 64)), out=tmp / "runs" / "photos.parquet", cache=False,
                 device="cpu")
+    one = dataset_source("synthetic", e["XTASK_SAMPLES_DIR"], "val", (64, 64), num_classes=7, limit=1)
+    records_for(cks[:1], one, out=tmp / "runs" / "one.parquet", cache=False, device="cpu")
     (tmp / "runs" / "cut.parquet").write_bytes((tmp / "runs" / "samples.parquet").read_bytes()[:300])
     return e
 
@@ -91,6 +93,12 @@ def test_records_file_outside_the_allowed_folders(env, monkeypatch, tmp_path):
     at = _page(env, monkeypatch, "/etc/passwd")
     at.run()
     assert not at.exception and any("outside the allowed folders" in e.value for e in at.error)
+
+
+def test_a_single_image(env, monkeypatch):
+    at = _page(env, monkeypatch, str(_runs(env) / "one.parquet"))
+    at.run()
+    assert not at.exception and not at.error and "1 images × 1 checkpoint(s)" in app_text(at)
 
 
 def test_unlabelled_folder_records(env, monkeypatch):

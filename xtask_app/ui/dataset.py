@@ -190,6 +190,14 @@ def read_file(path: str) -> tuple[pd.DataFrame, dict]:
     return _read_file(path, info.st_mtime, info.st_size)
 
 
+def share_address(run_dir: str) -> None:
+    """Put a finished job's records file in the address (``?records=``), so copying the address
+    shares what is shown: a new session opens it as a records file."""
+    path = Path(run_dir) / record_job.RECORDS
+    if path.is_file() and st.query_params.get(URL_RECORDS) != str(path):
+        st.query_params[URL_RECORDS] = str(path)
+
+
 def job_records(run_dir: str) -> tuple[pd.DataFrame, dict]:
     """The rows a job has written so far and its source identity (from the job's spec)."""
     spec = record_job.spec_of(run_dir)

@@ -64,7 +64,7 @@ def energy_vs_error(df: pd.DataFrame) -> None:
     error = c1.radio("Error measure", list(views.ERROR_NAMES), format_func=views.ERROR_NAMES.get, key="ds_err",
                      horizontal=True)
     n = int(df.groupby("checkpoint").size().min())
-    k = int(c2.slider("k (top-k energy among the k worst)", 1, max(1, n), max(1, min(20, n // 3)), key="ds_k"))
+    k = int(c2.slider("k (top-k energy among the k worst)", 1, n, max(1, min(20, n // 3)), key="ds_k")) if n > 1 else 1
     res = rs.score_vs_error(df, scores=SCORES, errors=(error,), k=k)
     table = res.assign(checkpoint=[views.short(c) for c in res["checkpoint"]],
                        score=[views.SCORE_NAMES[s] for s in res["score"]])

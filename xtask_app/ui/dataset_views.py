@@ -35,6 +35,7 @@ COLUMNS = ("pixel_error", "miou", "pixel_acc", "seg_energy", "seg_entropy", "seg
 DROP_METRICS = ("miou", "pixel_acc", "abs", "abs_rel", "rmse", "delta1", "t_miou", "t_abs")
 PAGES = {"Predictions": "app_pages/predictions.py", "Error maps": "app_pages/error_maps.py",
          "Compare": "app_pages/compare.py"}
+PAGE_ICONS = {"Predictions": ":material/image:", "Error maps": ":material/error:", "Compare": ":material/compare:"}
 GOTO_KEY = "_ds_goto"
 SCORE_NAMES = {"seg_energy": "consistency energy", "seg_entropy": "softmax entropy (baseline)"}
 ERROR_NAMES = {"pixel_error": "pixel error rate (1 − pixel accuracy)", "miou_error": "per-image mIoU error (1 − mIoU)"}
@@ -158,12 +159,12 @@ def links(source: dict, row, ckpts: list[str], key: str) -> None:
     if params is None:
         st.caption("Plain folder images open in the other pages by upload only.")
         return
-    if len(labels) < len(ckpts[:1]):
+    if label_of(ckpts[0]) is None:
         st.caption("Checkpoint not available here: the other pages would show another model.")
         return
-    for col, (name, page) in zip(st.columns(len(PAGES)), PAGES.items()):
-        col.button(name, key=f"{key}_{name}", on_click=_go, args=(page, params, ckpts[0]), width="stretch",
-                   help=f"Open this image in {name}")
+    for name, page in PAGES.items():     # stacked: a quarter-width tile has no room for three side by side
+        st.button(name, key=f"{key}_{name}", on_click=_go, args=(page, params, ckpts[0]), width="stretch",
+                  help=f"Open this image in {name}", icon=PAGE_ICONS[name])
 
 
 def row_checkpoints(row, df: pd.DataFrame) -> list[str]:
@@ -213,7 +214,8 @@ def grid(ranked: pd.DataFrame, df: pd.DataFrame, source: dict, what: str, key: s
         st.info("No image to show for this ranking.")
         return
     c1, c2 = st.columns(2)
-    n = c1.slider("Images in the grid", 1, min(24, len(ranked)), min(8, len(ranked)), key=f"{key}_n")
+    top = min(24, len(ranked))
+    n = c1.slider("Images in the grid", 1, top, min(8, top), key=f"{key}_n") if top > 1 else 1
     options = imgs.OVERLAYS if labelled(df) else tuple(o for o in imgs.OVERLAYS if not o.startswith("error"))
     overlay = c2.selectbox("Overlay", options, key=f"{key}_overlay",
                            index=options.index(default_overlay) if default_overlay in options else 0)

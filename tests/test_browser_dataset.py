@@ -1,0 +1,84 @@
+"""End-to-end Dataset page in headless Chromium: evaluate the shipped samples with both
+checkpoints as a background job, rank by the drop in mIoU from A to B, click the top image's
+Compare button and land on Compare with that image; the address opens the same view in a new
+browser context. Run with: pytest tests/test_browser_dataset.py -m browser -s
+"""
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from urllib.parse import parse_qs, urlparse
+
+import pytest
+
+from tests.test_browser import CHROMIUM, _goto, _idle, _no_errors, _shot, playwright_sync, server  # noqa: F401
+
+pytestmark = pytest.mark.browser
+
+
+@pytest.fixture
+def own_cache(tmp_path, monkeypatch):
+    """The server (and its records job) caches records under the test's folder, not ~/.cache."""
+    monkeypatch.setenv("XTASK_CACHE_DIR", str(tmp_path / "records-cache"))
+
+
+def _sample_box_text(page) -> str:
+    """The Sample image selectbox's label and value (shown as text or as its combobox input's value)."""
+    box = page.locator("[data-testid='stSelectbox']", has_text="Sample image").first
+    inputs = box.locator("input")
+    values = [inputs.nth(i).input_value() for i in range(inputs.count())]
+    return " ".join([box.inner_text(), *values, box.inner_html()])
+
+
+def test_dataset_page_click_through_in_chromium(own_cache, server):  # noqa: F811
+    shots = Path(os.environ["XTASK_SCREENSHOT_DIR"]) if os.environ.get("XTASK_SCREENSHOT_DIR") else None
+    if shots is not None:
+        shots.mkdir(parents=True, exist_ok=True)
+    with playwright_sync.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=[
+            "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+            "--disable-component-update", "--disable-sync", "--no-first-run"])
+        page = browser.new_page(viewport={"width": 1400, "height": 2400})
+        page.goto(server["url"])
+        page.get_by_role("heading", name="Cross-task consistency explorer").wait_for(timeout=90_000)
+        _idle(page)
+        _goto(page, "Dataset")
+        # both checkpoints, the shipped samples (the default source), Evaluate
+        page.locator("[data-testid='stMultiSelect']", has_text="Checkpoints to evaluate").first.click()
+        page.get_by_role("option", name="shipped: tiny_b").click()
+        page.keyboard.press("Escape")
+        _idle(page)
+        page.get_by_role("button", name="Evaluate", exact=True).click()
+        page.get_by_text(re.compile(r"done: 4 rows")).first.wait_for(timeout=300_000)
+        _idle(page)
+        _no_errors(page, "dataset evaluated")
+        _shot(page, "d1_dataset_evaluated", shots)
+        # rank by the drop of mIoU from A (tiny_a) to B (tiny_b): the default metric is miou
+        page.locator("[data-testid='stRadio'] label", has_text="Largest drop from checkpoint A to B").first.click()
+        page.get_by_text("Checkpoint A", exact=True).first.wait_for(timeout=90_000)
+        _idle(page)
+        top = page.get_by_text(re.compile(r"^#1 · ")).first.inner_text()
+        stem = re.search(r"(synth_\d+_\d+)_leftImg8bit", top).group(1)
+        _shot(page, "d2_dataset_ranked_by_drop", shots)
+        page.get_by_role("button", name="Compare", exact=True).first.click()
+        page.get_by_role("heading", name="Compare checkpoints").first.wait_for(timeout=90_000)
+        _idle(page)
+        _no_errors(page, "compare from the dataset page")
+        assert stem in _sample_box_text(page)
+        query = parse_qs(urlparse(page.url).query)
+        assert query["src"] == ["sample"] and stem in query["image"][0], page.url
+        assert query["ckpts"] == ["shipped: tiny_b", "shipped: tiny_a"], page.url
+        main = page.locator("[data-testid='stMain']").inner_text()
+        assert "shipped: tiny_a" in main and "shipped: tiny_b" in main
+        _shot(page, "d3_compare_from_dataset", shots)
+        # the same address in a new browser context (a shared link) opens the same view
+        other = browser.new_context(viewport={"width": 1400, "height": 1600}).new_page()
+        other.goto(page.url)
+        other.get_by_role("heading", name="Compare checkpoints").first.wait_for(timeout=90_000)
+        _idle(other)
+        _no_errors(other, "compare deep link")
+        assert stem in _sample_box_text(other)
+        assert "shipped: tiny_a" in other.locator("[data-testid='stMain']").inner_text()
+        _shot(other, "d4_compare_deep_link", shots)
+        browser.close()
