@@ -59,7 +59,7 @@ def test_dataset_page_click_through_in_chromium(own_cache, server):  # noqa: F81
         page.get_by_text("Checkpoint A", exact=True).first.wait_for(timeout=90_000)
         _idle(page)
         top = page.get_by_text(re.compile(r"^#1 · ")).first.inner_text()
-        stem = re.search(r"(synth_\d+_\d+)_leftImg8bit", top).group(1)
+        stem = re.search(r"(synth_\d+_\d+)", top).group(1)
         _shot(page, "d2_dataset_ranked_by_drop", shots)
         page.get_by_role("button", name="Compare", exact=True).first.click()
         page.get_by_role("heading", name="Compare checkpoints").first.wait_for(timeout=90_000)

@@ -78,9 +78,9 @@ def overlay_image(source: dict, row, overlay: str) -> tuple[np.ndarray | None, s
     if overlay.startswith("error"):
         if gt is None:
             return rgb, "no ground truth: input only"
-        wrong = seg_error_map(pred.seg, gt, state.ignore_index)
-        return viz.overlay(pred.input_rgb, viz.seg_error_rgb(pred.seg, gt, state.ignore_index), 0.6,
-                           mask=wrong["valid"]), ""
+        err = seg_error_map(pred.seg, gt, state.ignore_index)   # only the wrong pixels are tinted (red)
+        return viz.overlay(pred.input_rgb, viz.seg_error_rgb(pred.seg, gt, state.ignore_index), 0.75,
+                           mask=np.asarray(err["wrong"], bool) & np.asarray(err["valid"], bool)), ""
     if pred.seg_t_logits is None:
         return rgb, "no transferred output: input only"
     scores = pixel_scores(pred.seg_logits, pred.seg_t_logits)

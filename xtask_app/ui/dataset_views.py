@@ -224,7 +224,7 @@ def grid(ranked: pd.DataFrame, df: pd.DataFrame, source: dict, what: str, key: s
         for col, (k, row) in zip(st.columns(4), list(ranked.iloc[start:min(n, start + 4)].iterrows())):
             with col:
                 pic, note = imgs.overlay_image(source, row, overlay)
-                cap = f"#{k + 1} · {row['image'].split('/')[-1]} · {row['value']:.4g}"
+                cap = f"#{k + 1} · {row['image'].split('/')[-1].removesuffix('_leftImg8bit.png')} · {row['value']:.4g}"
                 if pic is None:
                     st.info(f"{cap}: {note}")
                     continue
