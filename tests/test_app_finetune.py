@@ -142,3 +142,45 @@ def test_finetune_runs_to_completion(tmp_path, monkeypatch):
     assert not at.exception and checkpoint_box(at).value == "run: my-tune"
     assert "already uses this fine-tuned checkpoint" in app_text(at)
     assert not any(b.label == "Use the fine-tuned model now" for b in at.button)
+
+
+def test_finetune_sweep_results_show_one_point_per_run(tmp_path, monkeypatch):
+    """A finished sweep (folders written by hand: no training) shows its runs, one trade-off point
+    per run plus the base evaluated on the same images, and the before/after of a picked run."""
+    import json
+    import shutil
+
+    from xtask_core.train import finetune
+    env = make_app_env(tmp_path, n_checkpoints=1)
+    runs, base = Path(env["XTASK_RUNS_DIR"]), Path(env["XTASK_CHECKPOINT_DIR"]) / "tiny_a.safetensors"
+    data = finetune.small_set("street", runs / ".cache", 64, 64, n_train=1, n_val=2)
+    sweep = runs / "sweep-x"
+    sweep.mkdir()
+    plan = []
+    for i, lam in enumerate((0.001, 0.01), 1):
+        child = runs / f"sweep-x-{i}"
+        child.mkdir()
+        train = dict(dataset="synthetic", lambda_1=lam, lambda_2=lam, init_checkpoint=str(base), input_path=str(data))
+        (child / "config.json").write_text(json.dumps({"train": train}))
+        (child / "metrics.csv").write_text("kind,epoch,step,val_loss,val_miou,val_abs\n"
+                                           f"epoch,1,2,0.5,{0.3 + lam},{0.05 - lam}\n")
+        (child / "progress.json").write_text(json.dumps({"status": "done", "step": 2, "total_steps": 2}))
+        shutil.copy(base, child / "best.safetensors")
+        plan.append({"run_dir": str(child), "lambda_1": lam, "lambda_2": lam, "args": {"max_steps": 2}})
+    (sweep / finetune.SWEEP_FILE).write_text(json.dumps({"runs": plan}))
+    (sweep / "progress.json").write_text(json.dumps({"status": "done", "step": 4, "total_steps": 4,
+                                                     "message": "2 of 2 runs finished"}))
+    at = run_page("finetune", env, monkeypatch, timeout=120)
+    at.session_state["ft_run"] = str(sweep)
+    at.run()
+    assert not at.exception, at.exception
+    assert "done: 2 of 2 runs finished" in app_text(at)
+    table = next(d.value for d in at.dataframe if "λ1" in d.value.columns)
+    assert list(table["status"]) == ["done", "done"] and list(table["λ1"]) == [0.001, 0.01]
+    figs = [json.loads(c.proto.spec) for c in at.get("plotly_chart")]
+    fig = next(f for f in figs if "λ sweep" in str(f["layout"].get("title", {}).get("text", "")))
+    names = {t["name"]: t.get("text") for t in fig["data"]}
+    assert names["sweep"] == ["λ 0.001", "λ 0.01"]
+    assert names["base (λ unknown)"] == ["base"]             # a card without a training config: grey
+    assert "Run of the sweep to look at" in [s.label for s in at.selectbox]
+    assert "Before / after on a fixed validation image" in app_text(at)

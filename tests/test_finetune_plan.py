@@ -103,3 +103,16 @@ def test_small_sets_are_made_once(tmp_path):
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]       # no temp folder left
     with pytest.raises(XTaskError, match="unknown synthetic set"):
         finetune.small_set("forest", tmp_path, 64, 64)
+
+
+@pytest.mark.parametrize("task", ["segmt", "depth"])
+def test_quick_eval_of_a_single_task_model(tmp_path, task):
+    from xtask_core.checkpoint import default_meta, load_checkpoint, save_checkpoint
+    from xtask_core.model.stl import build_model
+    root = finetune.small_set("street", tmp_path, 64, 64, n_train=1, n_val=2)
+    cfg = ModelConfig(enc_layers=18, num_classes=7, mid_features=8, ttnet_features=4, height=64, width=64, task=task)
+    path = save_checkpoint(tmp_path / "stl.safetensors", build_model(cfg).eval(), default_meta(7, "synthetic"))
+    out = finetune.quick_eval(load_checkpoint(path, device="cpu"), root, limit=2)
+    present, absent = ("miou", "abs") if task == "segmt" else ("abs", "miou")
+    assert np.isfinite(out[present]) and np.isnan(out[absent]) and np.isfinite(out["loss"])
+    assert out["n_images"] == 2

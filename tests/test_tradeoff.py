@@ -111,6 +111,8 @@ def test_tradeoff_figure_points_lines_and_colours():
     assert {s.type for s in fig.layout.shapes} == {"line"}
     assert fig.data[0].marker.color[0] == pytest.approx(-2.0)             # log10(0.01)
     assert "λ1 0.01" in fig.data[0].hovertext[0] and fig.data[0].text[0] == "mtl"
+    named = tradeoff.tradeoff_figure(syn.assign(name=["λ 0.01", None, None, None]), "abs", "miou")
+    assert named.data[0].text[0] == "λ 0.01"
     assert tradeoff.short_label("shipped: demo (checkpoints/)") == "demo" == tradeoff.short_label("demo (runs/)")
     assert fig.layout.coloraxis.colorbar.ticktext[0] == "0"
     col = tradeoff.lambda_colour([0.0, 1e-5, 1.0, None, float("nan")])

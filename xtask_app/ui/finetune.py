@@ -248,7 +248,8 @@ def sweep_points(run_dir: str | Path) -> tuple[pd.DataFrame, pd.DataFrame]:
             except XTaskError:
                 p = None
             if p is not None:
-                p["origin"] = "sweep"
+                l1, l2 = fmt_lambda(r["lambda_1"]), fmt_lambda(r["lambda_2"])
+                p.update(origin="sweep", name=f"λ {l1}" if l1 == l2 else f"λ1 {l1} · λ2 {l2}")
                 points.append(p)
     return pd.DataFrame(rows), pd.DataFrame(points)
 
@@ -263,7 +264,8 @@ def _base_point(run_dir: str | Path) -> dict | None:
     state = model_state("base", base)
     m = _val_metrics(cache.file_key(base), root, dataset, state.loaded)
     train = (state.meta.get("training") or {}).get("train_config") or {}
-    return {"label": f"base: {Path(base).parent.name}/{Path(base).name}", "origin": "base", "dataset": dataset,
+    return {"label": f"base: {Path(base).parent.name}/{Path(base).name}", "name": "base", "origin": "base",
+            "dataset": dataset,
             "task": "both", "lambda_1": train.get("lambda_1"), "lambda_2": train.get("lambda_2"),
             "balancing": balancing_of(train), **m}
 

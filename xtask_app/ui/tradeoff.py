@@ -74,7 +74,8 @@ def tradeoff_figure(points: pd.DataFrame, x: str = "abs", y: str = "miou", colou
                     baselines: Mapping[str, Mapping] | None = None, published: pd.DataFrame | None = None,
                     title: str = "") -> go.Figure:
     """Scatter of ``points`` (rows of :func:`~xtask_core.train.run_tables.tradeoff_points`): ``y``
-    against ``x``, one trace per origin (symbol), colour = log10 of column ``colour_by`` on one
+    against ``x``, one trace per origin (symbol), each point named by its ``name`` column when
+    set (else its label, shortened), colour = log10 of column ``colour_by`` on one
     shared colour axis with λ ticks; points without that λ are grey. ``baselines`` (``{"segmt":
     point, "depth": point}``) add a horizontal line at the segmentation baseline's ``y`` and a
     vertical one at the depth baseline's ``x``; ``published`` rows are black crosses. Single-task
@@ -93,14 +94,16 @@ def tradeoff_figure(points: pd.DataFrame, x: str = "abs", y: str = "miou", colou
                                 (~known, dict(color="#9e9e9e"))):
             if not mask.any():
                 continue
-            names = [short_label(str(n)) for n in group["label"].to_numpy()[mask]]
+            names = [str(n) if isinstance(n, str) and n else short_label(str(lb)) for n, lb in
+                     zip(group.get("name", pd.Series([None] * len(group))).to_numpy()[mask],
+                         group["label"].to_numpy()[mask])]
             fig.add_trace(go.Scatter(
                 x=group[x].to_numpy()[mask], y=group[y].to_numpy()[mask],
                 mode="markers+text" if len(pts) <= MAX_TEXT_LABELS else "markers",
                 name=str(origin) + ("" if mask is known else " (λ unknown)"),
                 marker=dict(symbol=SYMBOLS.get(str(origin), "circle"), size=12, line=dict(width=1, color="#333"),
                             **colour_kw),
-                text=names, textposition="top center", textfont=dict(size=10),
+                text=names, textposition="top center", textfont=dict(size=10), cliponaxis=False,
                 hovertext=[h for h, m in zip(hover, mask) if m], hovertemplate="%{hovertext}<extra></extra>"))
     base = baselines or {}
     seg, dep = base.get("segmt"), base.get("depth")

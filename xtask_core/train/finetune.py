@@ -39,6 +39,7 @@ from xtask_core.train import jobs
 from xtask_core.train.data import make_loader, make_split, synthetic_has_data
 from xtask_core.train.losses import XTaskLoss
 from xtask_core.train.run_dir import TERMINAL, ProgressFile, RunDir, read_progress
+from xtask_core.train.stl_loss import STLLoss
 from xtask_core.train.validate import evaluate
 
 __all__ = ["BALANCING", "LAMBDA_CHOICES", "SOURCES", "SWEEP_FILE", "SWEEP_MODES", "DataPlan", "default_lambda",
@@ -241,7 +242,9 @@ def quick_eval(loaded, data_root: str | os.PathLike, *, limit: int = 8, batch_si
     model = loaded.model
     dev = next(model.parameters()).device if device is None else default_device(device)
     loader = make_loader(ds, batch_size, shuffle=False, workers=0, device=dev)
-    loss_fn = XTaskLoss(mcfg.num_classes, ignore_index=ignore).to(dev)
+    task = getattr(mcfg, "task", "both")
+    loss_fn = (XTaskLoss(mcfg.num_classes, ignore_index=ignore) if task == "both"
+               else STLLoss(task, mcfg.num_classes, ignore_index=ignore)).to(dev)
     return evaluate(model, loader, num_classes=mcfg.num_classes, ignore_index=ignore, device=dev,
                     loss_fn=loss_fn)
 
