@@ -123,3 +123,28 @@ def test_per_image_records_refuse_a_single_task_checkpoint_in_one_line(tmp_path)
     with pytest.raises(XTaskError, match="single-task baseline") as err:
         records_for([tmp_path / "seg.safetensors"], folder_source(tmp_path / "images", (64, 64)), cache=False)
     assert "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize("task", STL_TASKS)
+def test_cli_predict_writes_only_the_files_of_the_task_it_has(tmp_path, task, capsys):
+    import json
+
+    from PIL import Image
+
+    from xtask_core import cli
+
+    save_checkpoint(tmp_path / "m.safetensors", _net(task), {"dataset": "synthetic"})
+    Image.fromarray(np.full((40, 70, 3), 90, np.uint8)).save(tmp_path / "a.png")
+    code = cli.main(["predict", "--checkpoint", str(tmp_path / "m.safetensors"), "--image", str(tmp_path / "a.png"),
+                     "--out", str(tmp_path / "out"), "--cpu", "--precision", "fp32"])
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    assert f"single-task baseline: {task} only" in out
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert summary["task"] == task and summary["consistency"] is None
+    expected = {"input.png"} | ({"seg.png", "overlay.png", "seg.npy", "seg_logits.npy"} if task == "segmt"
+                                else {"depth.png", "depth.npy"})
+    assert set(summary["files"]) == expected
+    assert {p.name for p in (tmp_path / "out").iterdir()} == expected | {"summary.json"}
+    assert (summary["depth_stats"] is None) == (task == "segmt")
+    assert (summary["seg_class_fraction"] is None) == (task == "depth")

@@ -400,6 +400,9 @@ def cmd_predict(args) -> int:
         s = predict_image(loaded, path, target, device=dev, precision=prec, size=size, cmap=args.cmap,
                           rgb=rgb)
         c = s["consistency"]
+        if c is None:  # a single-task baseline: no transferred outputs to agree with
+            _out(f"{path} -> {target}  (single-task baseline: {s['task']} only)")
+            continue
         _out(f"{path} -> {target}  (seg agreement direct/transferred {100 * c['seg_agreement']:.1f}%, "
              f"mean |depth - depth_t| {c['depth_mean_abs_diff']:.4g} {s['depth_unit']})")
     return 0
