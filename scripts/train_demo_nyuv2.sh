@@ -3,10 +3,11 @@
 # architecture (ResNet18 encoder, 32-wide decoders, 16-wide transfer nets) with 13 NYUv2 classes
 # and depth in metres, trained on synthetic indoor rooms (`xtask synth --kind indoor`) at 128x160
 # (NYUv2's 3:4 frame, rounded to multiples of 32; 0.6x the street demos' pixels).
-# CPU: about 50 minutes on a busy 2-core machine (1 thread, bf16); a GPU takes a minute or two.
+# CPU: 28 minutes of epochs on a 2-core machine shared by the team (1 thread, bf16).
 # Start: every tensor whose shape does not depend on the class count is copied from the street
 # demo checkpoints/demo-consistency (the first python step below); the three class-sized
-# tensors start at random. This lets 400 steps learn the rooms; from scratch they learn far less.
+# tensors start at random, so 400 CPU steps do not begin from an untrained encoder (a from-scratch
+# run of the same length was not measured).
 # Loss: the NYUv2 defaults (lambda_1 = lambda_2 = 1e-4, L1 depth, ignore -1), uncertainty
 # weights as for the street demos.
 set -euo pipefail
