@@ -30,8 +30,9 @@ LIVE_MODEL = (
     "0.33; with per-image mIoU as the error, −0.12 vs 0.19 (per-image mIoU mostly reflects which rare "
     "classes are present). Per pixel (first 30 of those images) the AUROC for finding wrong pixels is "
     "{px_energy} for the energy, {px_entropy} for the entropy and {px_maxprob} for 1 − max probability. "
-    "On this model the energy tells less than the model's own confidence; it is free and label-free, "
-    "but not better.")
+    "On 200 other fresh images (seed 916016) the same order holds: Spearman 0.61 vs 0.78, precision@20 0.30 vs "
+    "0.45 (chance 0.10). On this model the energy tells less than the model's own confidence; it is free and "
+    "label-free, but not better.")
 PIXEL_AUROC = {"px_energy": "0.86", "px_entropy": "0.95", "px_maxprob": "0.95"}
 
 
@@ -84,9 +85,11 @@ def energy_vs_error(df: pd.DataFrame) -> None:
         with col:
             part = df[df["checkpoint"] == ck]
             curves = rs.score_curves(part, SCORES, error)
-            chart(figures.sparsification_figure({views.SCORE_NAMES[s]: curves[s] for s in SCORES},
-                                                f"{views.short(ck)}: remove the images a score ranks worst",
-                                                views.ERROR_NAMES[error].split(" (")[0]), key=f"ds_sp_{ck}")
+            fig = figures.sparsification_figure({views.SCORE_NAMES[s]: curves[s] for s in SCORES},
+                                                f"{views.short(ck)}: remove the images a score ranks worst")
+            fig.update_layout(xaxis_title="images removed (%)",
+                              yaxis_title=f"mean {views.ERROR_NAMES[error].split(' (')[0]} of the rest")
+            chart(fig, key=f"ds_sp_{ck}", height=460)
             mine = res[res["checkpoint"] == ck].set_index("score")
             st.caption(verdict(mine.loc["seg_energy"], mine.loc["seg_entropy"]))
     st.caption("Sparsification over images: drop the images a score ranks worst, step by step, and follow the "
@@ -107,7 +110,7 @@ def failure_finder(df: pd.DataFrame, source: dict) -> None:
         e, h = r.loc["seg_energy"], r.loc["seg_entropy"]
         st.markdown(f"**How well it matched here** (these images have labels): of the {k} images the energy ranks "
                     f"first, **{e['precision_at_k'] * k:.0f}** are among the {k} with the highest pixel error rate "
-                    f"(chance ≈ {_fmt(e['chance_at_k'] * k)}; the entropy baseline finds "
+                    f"(a random ranking finds {_fmt(e['chance_at_k'] * k)} on average; the entropy baseline finds "
                     f"{h['precision_at_k'] * k:.0f}); Spearman with the error {_fmt(e['spearman'])} (entropy "
                     f"{_fmt(h['spearman'])}).")
     else:
