@@ -112,7 +112,9 @@ try:
         [(c.label, c.path) for c in find_checkpoints(settings.checkpoint_dir(), None)])
     tradeoff.section(points, missing, key="dash_trade")
     st.markdown("**Multi-task gain Δm%** over the single-task baselines of the same dataset")
-    delta_m.show(points, key="dash_dm", where="the runs and checkpoints here")
+    delta_m.show(points, key="dash_dm", where="the runs and checkpoints here",
+                 note="Each run's own recorded validation numbers: fair only between runs validated on the same "
+                      "images for comparable training (Compare evaluates checkpoints on one subset).")
 except Exception as err:  # noqa: BLE001 - the rest of the dashboard still renders
     st.error(f"Trade-off view unavailable: {' '.join(str(err).split())}")
 

@@ -149,3 +149,29 @@ def test_wipe_html():
     assert "aspect-ratio:6/4" in text and "tuned &lt;b&gt;" in text and 'id="w-1"' in text
     with pytest.raises(ValueError):
         wipe_html(a, b[:2], "x", "y")
+
+
+def _compare_dm_script():
+    from types import SimpleNamespace
+
+    from xtask_app.ui import delta_m
+
+    def m(label, task):
+        return SimpleNamespace(label=label, config=SimpleNamespace(task=task), meta={"dataset": "synthetic"})
+
+    results = {"mtl": {"miou": 0.66, "pixel_acc": 0.9, "abs": 0.03, "abs_rel": 0.2},
+               "seg": {"miou": 0.6, "pixel_acc": 0.9, "abs": float("nan")},
+               "dep": {"abs": 0.025, "abs_rel": 0.25}}
+    delta_m.show_for_checkpoints([m("mtl", "both"), m("seg", "segmt"), m("dep", "depth"), m("gone", "both")],
+                                 results, images="the first 4 samples")
+
+
+def test_compare_delta_m_section():
+    from streamlit.testing.v1 import AppTest
+    at = AppTest.from_function(_compare_dm_script).run()
+    assert not at.exception, at.exception
+    table = at.dataframe[0].value
+    assert list(table["label"]) == ["mtl"]
+    # by hand: miou +10 %, pixel acc 0 %, abs −20 %, abs rel +20 %  →  +2.5 %
+    assert table.iloc[0]["Δm %"] == pytest.approx(2.5)
+    assert any("the first 4 samples" in c.value for c in at.caption)

@@ -8,7 +8,7 @@ baseline, the depth metrics from the ``depth`` one.
 """
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 
 import pandas as pd
 import streamlit as st
@@ -33,9 +33,10 @@ def entries_to_points(entries: Iterable[Mapping]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def show(points: pd.DataFrame, key: str = "dm", where: str = "these runs") -> pd.DataFrame:
+def show(points: pd.DataFrame, key: str = "dm", where: str = "these runs", note: str = "") -> pd.DataFrame:
     """Draw the Δm table of ``points`` (trade-off points or :func:`entries_to_points`); say what
-    is missing when no dataset has both single-task baselines. Returns the table (maybe empty)."""
+    is missing when no dataset has both single-task baselines; ``note`` is added to the caption
+    (e.g. which images the numbers come from). Returns the table (maybe empty)."""
     table = delta_m_rows(points, stl_baselines(points)) if not points.empty else pd.DataFrame()
     if table.empty:
         st.caption(f"Δm% needs a segmentation and a depth single-task baseline of the same dataset among "
@@ -43,5 +44,19 @@ def show(points: pd.DataFrame, key: str = "dm", where: str = "these runs") -> pd
         return table
     num = {c: st.column_config.NumberColumn(c, format="%+.2f") for c in table.columns if "%" in c}
     st.dataframe(table, hide_index=True, column_config=num, key=f"{key}_table")
-    st.caption(FORMULA.format(metrics=", ".join(DELTA_M_METRICS)))
+    st.caption(FORMULA.format(metrics=", ".join(DELTA_M_METRICS)) + " " + note)
     return table
+
+
+def show_for_checkpoints(models: Sequence, results: Mapping[str, Mapping], key: str = "cmp_dm",
+                         images: str = "the evaluation subset") -> pd.DataFrame:
+    """Compare's Δm section: ``models`` (ModelStates) evaluated on one subset, ``results`` label →
+    metrics dict. A model's task comes from its config (``both`` | ``segmt`` | ``depth``), its
+    dataset from its card. Nothing is drawn when no model was evaluated."""
+    entries = [{"label": m.label, "task": getattr(m.config, "task", "both"), "dataset": m.meta.get("dataset"),
+                "metrics": results[m.label]} for m in models if m.label in results]
+    if not entries:
+        return pd.DataFrame()
+    st.markdown("**Multi-task gain Δm%** over the single-task checkpoints compared here")
+    return show(entries_to_points(entries), key=key, where="the checkpoints compared here",
+                note=f"All numbers from {images}, so both sides saw the same images.")

@@ -150,7 +150,8 @@ def section(points: pd.DataFrame, missing: list[str], key: str = "trade") -> go.
     if points.empty:
         st.info("No run or checkpoint here records validation metrics yet: nothing to place on the trade-off.")
         return None
-    datasets = sorted(points["dataset"].dropna().astype(str).unique())
+    counts = points["dataset"].dropna().astype(str).value_counts()
+    datasets = sorted(counts.index, key=lambda d: (-counts[d], d))     # the dataset with most points first
     c = st.columns(4)
     dataset = c[0].selectbox("Dataset", datasets, key=f"{key}_dataset") if len(datasets) > 1 else datasets[0]
     pts = points[points["dataset"] == dataset]
