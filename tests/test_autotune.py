@@ -128,15 +128,19 @@ def test_a_reference_slower_than_the_budget_still_meets_one_alternative():
     assert d.complete
 
 
-def test_an_incomplete_decision_is_not_written_to_disk(tmp_path):
-    partial = Decision("eager", {"eager": 3.0}, {"fast": "not measured: the 4.5 s set-up budget was spent"}, 1, "")
+def test_a_decision_that_compared_nothing_is_not_written_to_disk(tmp_path):
+    left_out = {"other": "not measured: the 4.5 s set-up budget was spent"}
+    alone = Decision("eager", {"eager": 3.0}, left_out, 1, "")
+    partial = Decision("fast", {"eager": 3.0, "fast": 1.0}, left_out, 1, "")
     full = Decision("fast", {"eager": 3.0, "fast": 1.0}, {}, 2, "")
+    assert not alone.conclusive and partial.conclusive and not partial.complete and full.complete
     cache = DecisionCache(tmp_path)
-    cache.put("k-partial", partial)
-    cache.put("k-full", full)
-    assert cache.get("k-partial") == partial  # this process keeps it
-    DecisionCache.clear_memory()  # a new process measures again
-    assert DecisionCache(tmp_path).get("k-partial") is None and DecisionCache(tmp_path).get("k-full") == full
+    for key, d in (("alone", alone), ("partial", partial), ("full", full)):
+        cache.put(key, d)
+    assert cache.get("alone") == alone  # this process keeps it
+    DecisionCache.clear_memory()  # a new process measures again where nothing was compared
+    assert DecisionCache(tmp_path).get("alone") is None
+    assert DecisionCache(tmp_path).get("partial") == partial and DecisionCache(tmp_path).get("full") == full
     DecisionCache.clear_memory()
 
 

@@ -109,10 +109,15 @@ class Decision:
 
     @property
     def complete(self) -> bool:
-        """False when the set-up budget ran out before every candidate was tried: such a decision
-        reflects the load of that moment (a busy machine makes the reference alone use up the
-        budget), so :class:`DecisionCache` keeps it for this process only, never on disk."""
+        """False when the set-up budget ran out before every candidate was tried."""
         return not any(why.startswith(NOT_MEASURED) for why in self.rejected.values())
+
+    @property
+    def conclusive(self) -> bool:
+        """Complete, or at least two candidates timed against each other. An inconclusive
+        decision (only one candidate timed while others were left out: the choice compared
+        nothing) is kept by :class:`DecisionCache` for this process only, never on disk."""
+        return self.complete or len(self.times_ms) >= 2
 
     def to_dict(self) -> dict:
         return {"chosen": self.chosen, "times_ms": dict(self.times_ms), "rejected": dict(self.rejected),
@@ -295,12 +300,12 @@ class DecisionCache:
 
     def put(self, key: str, decision: Decision, parts: Mapping[str, Any] | None = None) -> None:
         """Store ``decision`` under ``key`` (``parts``: the readable key, kept for people). An
-        incomplete decision (:attr:`Decision.complete`) is kept in memory only: the next process
-        measures again instead of inheriting a choice made while the machine was busy."""
+        inconclusive decision (:attr:`Decision.conclusive`) is kept in memory only: the next process
+        measures again instead of inheriting a choice that compared nothing."""
         entry = {**decision.to_dict(), "key": dict(parts or {}), "saved": time.time()}
         with self._lock:
             self._memory[f"{self.path}:{key}"] = entry
-            if not decision.complete:
+            if not decision.conclusive:
                 return
             entries = self._read()
             entries[key] = entry
