@@ -8,7 +8,7 @@ st.title("Cross-task consistency explorer")
 state = selection.sidebar()
 
 st.markdown(
-    "One network looks at a street scene and predicts two things at once: **semantic "
+    "One network looks at a picture (a street scene, a room) and predicts two things at once: **semantic "
     "segmentation** (what each pixel is) and **depth** (how far away it is). Two small "
     "**task-transfer nets** then translate each prediction into the other task: depth → "
     "segmentation and segmentation → depth. Training asks the translated prediction to agree "
