@@ -190,11 +190,28 @@ def _float(v) -> float | None:
     return f if math.isfinite(f) else None
 
 
-def _point(label: str, origin: str, path, train: Mapping, metrics: Mapping, extra: Mapping) -> dict:
+def dataset_of(train: Mapping, note: str = "") -> str:
+    """The dataset a run trained on, as the trade-off groups runs: its ``dataset``, with
+    " (synthetic data)" when a real dataset's layout held xtask's synthetic renders (its
+    ``input_path`` README says so, or the card's data ``note`` does), so published numbers of the
+    real dataset are never set beside it."""
+    dataset = str(train.get("dataset") or "?")
+    if dataset not in ("cityscapes", "nyuv2"):
+        return dataset
+    synthetic = "synthetic" in str(note).lower()
+    try:
+        readme = Path(str(train.get("input_path") or "")) / "README.txt"
+        synthetic = synthetic or (readme.is_file() and readme.read_text(errors="replace")[:200].startswith("SYNTHETIC"))
+    except OSError:
+        pass
+    return f"{dataset} (synthetic data)" if synthetic else dataset
+
+
+def _point(label: str, origin: str, path, train: Mapping, metrics: Mapping, extra: Mapping, note: str = "") -> dict:
     task = str(train.get("task") or "both")
     init = str(train.get("init_checkpoint") or "")
     row = {"label": label, "origin": "fine-tune" if origin == "run" and init else origin, "path": str(path),
-           "dataset": str(train.get("dataset") or "?"), "task": task,
+           "dataset": dataset_of(train, note), "task": task,
            "lambda_1": _float(train.get("lambda_1")), "lambda_2": _float(train.get("lambda_2")),
            "balancing": balancing_of(train), "lr": _float(train.get("lr")),
            "steps": train.get("max_steps") or None, "epochs": train.get("epochs"), "init_checkpoint": init}
@@ -276,7 +293,7 @@ def checkpoint_point(label: str, path: str | os.PathLike, origin: str = "shipped
     train = dict(train) if isinstance(train, dict) else {}
     train.setdefault("dataset", meta.get("dataset", "?"))
     extra = {"source": "checkpoint card", "epoch": training.get("best_epoch")}
-    point = _point(label, origin, path, train, metrics, extra)
+    point = _point(label, origin, path, train, metrics, extra, note=str(meta.get("data_note", "")))
     return point if any(point[m] is not None for m in POINT_METRICS) else None
 
 
