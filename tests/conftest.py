@@ -67,7 +67,8 @@ SLOW_MODULES = frozenset({
     "test_app_learn.py", "test_app_predictions.py", "test_dataset_page.py",
 })
 # ... and single tests of otherwise fast modules that take seconds each (fast-path builds and
-# tracing, full checkpoint round trips, extra Home-page sessions; Home's first AppTest stays fast).
+# tracing, full checkpoint round trips, the deepest encoders, extra Home-page sessions; Home's
+# first AppTest stays fast). A name without "[...]" marks every parametrisation of that test.
 SLOW_TESTS = frozenset({
     "test_app_home.py::test_checkpoint_choice_lives_in_the_address",
     "test_app_home.py::test_failed_load_keeps_previous_model",
@@ -84,14 +85,19 @@ SLOW_TESTS = frozenset({
     "test_inference.py::test_fusion_failure_falls_back_to_an_unfused_copy_with_the_same_answers",
     "test_inference.py::test_predict_batch_matches_single",
     "test_inference.py::test_predict_custom_size_and_bad_inputs",
-    "test_inference.py::test_predict_odd_sizes[shape0]",
+    "test_inference.py::test_predict_odd_sizes",
+    "test_inference.py::test_concurrent_predictions_are_consistent",
+    "test_inference.py::test_fast_path_agrees_with_fp32[bf16_traced]",
+    "test_model.py::test_every_encoder_forward_backward[101]",
+    "test_model.py::test_every_encoder_forward_backward[152]",
+    "test_stl_checkpoint.py::test_cli_predict_writes_only_the_files_of_the_task_it_has",
     "test_inference.py::test_predictor_does_not_mutate_model",
-    "test_stl_checkpoint.py::test_predictor_fills_only_the_task_the_net_has[segmt]",
+    "test_stl_checkpoint.py::test_predictor_fills_only_the_task_the_net_has",
 })
 
 
 def pytest_collection_modifyitems(config, items):
     for item in items:
         name = f"{item.path.name}::{item.nodeid.split('::', 1)[-1]}"
-        if item.path.name in SLOW_MODULES or name in SLOW_TESTS:
+        if item.path.name in SLOW_MODULES or name in SLOW_TESTS or name.split("[")[0] in SLOW_TESTS:
             item.add_marker(pytest.mark.slow)
