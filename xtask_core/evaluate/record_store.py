@@ -106,7 +106,8 @@ def read_records_file(path: str | os.PathLike) -> tuple[pa.Table, dict]:
     except (pa.ArrowException, OSError, ValueError) as err:
         first = " ".join(str(err).split())[:160]
         raise XTaskError(f"{path} is not a readable records file (truncated or not Parquet: {first})") from None
-    return table.select([n for n, _ in COLUMNS]), _check_schema(path, table.schema)
+    meta = _check_schema(path, table.schema)  # before select: a foreign file lacks our columns
+    return table.select([n for n, _ in COLUMNS]), meta
 
 
 def records_source(path: str | os.PathLike) -> dict:
