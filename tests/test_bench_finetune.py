@@ -48,4 +48,6 @@ def test_instrumented_job_of_a_tiny_model(tmp_path, tiny_model, repo_root, monke
     assert all(v > 0 for k, v in parts.items() if k != "rest"), parts
     assert sum(parts.values()) == pytest.approx(res["seconds"])
     assert (runs / res["run_dir"].split("/")[-1] / "best.safetensors").is_file()
-    assert bf.plain_loop_s(ckpt, data, steps=3, batch=2) > 0   # 2 batches per epoch: wraps round once
+    assert res["cpu_s"] > 0
+    wall, cpu = bf.plain_loop_s(ckpt, data, steps=3, batch=2)   # 2 batches per epoch: wraps round once
+    assert wall > 0 and cpu > 0

@@ -8,6 +8,10 @@ until the job is finished). The driver runs in a child process whose working dir
 source tree, so the same figure can time an older checkout of the code (a ``git worktree``,
 ``XTASK_BENCH_BASELINE_TREE``) on the same data, alternated with the current one.
 
+Each job also reports the CPU seconds of its process (all threads, through the driver's
+``RUSAGE_CHILDREN``) and the plain loop its own: on a shared machine, where other processes
+stretch wall time, CPU seconds say what the work cost.
+
 An *instrumented* run (:data:`_INSTRUMENT`) also says where the time goes: process start (launch to
 the first line of Python), imports, set-up (model, checkpoint, data sets, path measurement),
 data, steps, validation, checkpoint writes, and the rest (logging, progress, exit). It wraps the
@@ -40,7 +44,7 @@ POLL_S = 0.1   # the page polls every second; the figure polls faster so it meas
 # The driver: run with ``python -c`` in the source tree (so that tree's xtask_core is imported);
 # argv: checkpoint, data root, runs root, launcher ('' = this Python), page defaults as JSON.
 _DRIVER = r"""
-import json, sys, time
+import json, os, resource, sys, time
 try:
     from xtask_core.train.finetune import finetune_args
 except ImportError:          # older trees kept the recipe in jobs.py
@@ -55,14 +59,21 @@ args = finetune_args(ckpt, cfg, data_root, steps=d["steps"], batch_size=d["batch
 run_dir = jobs.new_run_dir(runs_root)
 kw = {"python": launcher} if launcher else {}
 t_click = time.time()
-jobs.start_job(args, run_dir, owner="bench", runs_root=runs_root, env={"XTASK_BENCH_T_CLICK": repr(t_click)}, **kw)
+h = jobs.start_job(args, run_dir, owner="bench", runs_root=runs_root, env={"XTASK_BENCH_T_CLICK": repr(t_click)},
+                   **kw)
 while True:
     st = jobs.poll(run_dir)
     if st.finished:
         break
     time.sleep(float(d.get("poll_s", 0.1)))
-print(json.dumps({"seconds": time.time() - t_click, "state": st.state, "step": st.step, "run_dir": str(run_dir),
-                  "message": st.message}))
+seconds = time.time() - t_click
+try:
+    os.waitpid(h.pid, 0)
+except ChildProcessError:
+    pass                     # poll reaped it already
+ru = resource.getrusage(resource.RUSAGE_CHILDREN)
+print(json.dumps({"seconds": seconds, "cpu_s": ru.ru_utime + ru.ru_stime, "state": st.state, "step": st.step,
+                  "run_dir": str(run_dir), "message": st.message}))
 """
 
 # Run inside the job's process (instead of ``-m xtask_core``), in the tree's working directory.
@@ -156,8 +167,9 @@ def time_job(tree: str | os.PathLike, checkpoint: Path, data_root: Path, runs_ro
     return res
 
 
-def plain_loop_s(checkpoint: Path, data_root: Path, steps: int, batch: int) -> float:
-    """Seconds of ``steps`` plain fp32 training steps (data included) on the checkpoint's model."""
+def plain_loop_s(checkpoint: Path, data_root: Path, steps: int, batch: int) -> tuple[float, float]:
+    """(wall seconds, CPU seconds of this process) of ``steps`` plain fp32 training steps (data
+    included) on the checkpoint's model."""
     from xtask_core.checkpoint import load_checkpoint
     from xtask_core.config import TrainConfig
     from xtask_core.train.balancing import make_balancer
@@ -177,7 +189,7 @@ def plain_loop_s(checkpoint: Path, data_root: Path, steps: int, batch: int) -> f
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-4, betas=(0.9, 0.99))
     balancer = make_balancer("none", device=torch.device("cpu"))
     done = 0
-    t = time.perf_counter()
+    t, c = time.perf_counter(), time.process_time()
     while done < steps:
         for batch_ in loader:
             train_step(model, batch_, loss_fn=loss_fn, balancer=balancer, optimizer=optimizer, scaler=None,
@@ -185,7 +197,7 @@ def plain_loop_s(checkpoint: Path, data_root: Path, steps: int, batch: int) -> f
             done += 1
             if done >= steps:
                 break
-    return time.perf_counter() - t
+    return time.perf_counter() - t, time.process_time() - c
 
 
 def bench_finetune(checkpoint: Path, work: Path, rounds: int = 1, baseline_tree: str | None = None,
@@ -205,6 +217,7 @@ def bench_finetune(checkpoint: Path, work: Path, rounds: int = 1, baseline_tree:
     runs.mkdir(parents=True, exist_ok=True)
     trees = {"current": here, **({"baseline": Path(baseline_tree)} if baseline_tree else {})}
     times: dict[str, list[float]] = {**{k: [] for k in trees}, "plain_loop": []}
+    cpu: dict[str, list[float]] = {k: [] for k in times}
     for r in range(rounds):
         order = list(trees) if r % 2 == 0 else list(trees)[::-1]
         for name in order:
@@ -213,17 +226,23 @@ def bench_finetune(checkpoint: Path, work: Path, rounds: int = 1, baseline_tree:
             if res["state"] != "done":
                 raise RuntimeError(f"the {name} fine-tune job ended {res['state']}: {res['message']}")
             times[name].append(res["seconds"])
+            cpu[name].append(res["cpu_s"])
         log(f"finetune_job: round {r + 1}/{rounds}, plain loop")
-        times["plain_loop"].append(plain_loop_s(checkpoint, data_root, d["steps"], d["batch_size"]))
+        wall, cpu_s = plain_loop_s(checkpoint, data_root, d["steps"], d["batch_size"])
+        times["plain_loop"].append(wall)
+        cpu["plain_loop"].append(cpu_s)
     parts = {}
     for name, tree in trees.items():
         log(f"finetune_job: instrumented {name} job")
         parts[name] = time_job(tree, checkpoint, data_root, runs, instrument=True).get("parts")
     med = {k: statistics.median(v) for k, v in times.items()}
+    med_cpu = {k: statistics.median(v) for k, v in cpu.items()}
     out = {"model": f"checkpoints/{checkpoint.parent.name}/{checkpoint.name}", "defaults": dict(d),
-           "input_hw": [mc.height, mc.width], "rounds": rounds, "seconds_each": times,
+           "input_hw": [mc.height, mc.width], "rounds": rounds, "seconds_each": times, "cpu_seconds_each": cpu,
+           "threads": torch.get_num_threads(), "omp_num_threads_env": os.environ.get("OMP_NUM_THREADS"),
            "job_s": med["current"], "plain_loop_s": med["plain_loop"],
            "job_over_plain_loop": med["current"] / med["plain_loop"], "parts": parts,
+           "job_cpu_s": med_cpu["current"], "plain_loop_cpu_s": med_cpu["plain_loop"],
            "reference": "plain loop of the same steps (fp32, contiguous, data included)",
            "fast": "the Fine-tune page's job at its defaults, click to done (start_job -> poll done)",
            "reference_ms": 1e3 * med["plain_loop"], "fast_ms": 1e3 * med["current"],
@@ -231,5 +250,6 @@ def bench_finetune(checkpoint: Path, work: Path, rounds: int = 1, baseline_tree:
     if baseline_tree:
         out.update(baseline_tree=str(baseline_tree), baseline_job_s=med["baseline"],
                    baseline_over_plain_loop=med["baseline"] / med["plain_loop"],
-                   speedup_vs_baseline=med["baseline"] / med["current"])
+                   speedup_vs_baseline=med["baseline"] / med["current"], baseline_job_cpu_s=med_cpu["baseline"],
+                   cpu_speedup_vs_baseline=med_cpu["baseline"] / med_cpu["current"])
     return out
