@@ -46,11 +46,15 @@ if not data.ok:
     st.info(data.message)
 
 lam = default_lambda(cfg.num_classes, state.meta.get("dataset"))
+for k in ("ft_lambda_1", "ft_lambda_2"):   # first visit, or a checkpoint of another label set: its default λ
+    if k not in ss or ss.get("ft_lambda_default") != lam:
+        ss[k] = lam
+ss["ft_lambda_default"] = lam
 c1, c2, c3 = st.columns(3)
-c1.select_slider("λ1: weight of the transferred-depth loss (label group)", ft.LAMBDA_CHOICES, value=lam,
+c1.select_slider("λ1: weight of the transferred-depth loss (label group)", ft.LAMBDA_CHOICES,
                  key="ft_lambda_1", disabled=running or single_task, format_func=ft.fmt_lambda,
                  help="label loss = (1-λ1)·segmentation + λ1·transferred depth; log scale, 0 switches the term off")
-c1.select_slider("λ2: weight of the transferred-seg loss (image group)", ft.LAMBDA_CHOICES, value=lam,
+c1.select_slider("λ2: weight of the transferred-seg loss (image group)", ft.LAMBDA_CHOICES,
                  key="ft_lambda_2", disabled=running or single_task, format_func=ft.fmt_lambda,
                  help="image loss = (1-λ2)·depth + λ2·transferred segmentation; log scale")
 c2.select_slider("Learning rate", ft.LR_CHOICES, value=1e-4, key="ft_lr", disabled=running,

@@ -184,3 +184,18 @@ def test_finetune_sweep_results_show_one_point_per_run(tmp_path, monkeypatch):
     assert names["base (λ unknown)"] == ["base"]             # a card without a training config: grey
     assert "Run of the sweep to look at" in [s.label for s in at.selectbox]
     assert "Before / after on a fixed validation image" in app_text(at)
+
+
+def test_finetune_lambda_follows_the_label_set(tmp_path, monkeypatch):
+    env = make_app_env(tmp_path, n_checkpoints=1)
+    write_model(Path(env["XTASK_CHECKPOINT_DIR"]) / "nyu.safetensors", 13, "nyuv2")
+    at = run_page("finetune", env, monkeypatch, timeout=120)
+    assert {"shipped: nyu", "shipped: tiny_a"} <= set(checkpoint_box(at).options)
+    checkpoint_box(at).set_value("shipped: tiny_a").run()
+    assert at.select_slider(key="ft_lambda_1").value == 0.01
+    at.select_slider(key="ft_lambda_1").set_value(0.3).run()
+    at.select_slider(key="ft_lambda_1").set_value(0.1).run()     # the user's choice stays …
+    assert at.select_slider(key="ft_lambda_1").value == 0.1
+    checkpoint_box(at).set_value("shipped: nyu").run()            # … until the label set changes
+    assert not at.exception, at.exception
+    assert at.select_slider(key="ft_lambda_1").value == at.select_slider(key="ft_lambda_2").value == 1e-4
