@@ -28,7 +28,7 @@ from xtask_core.checkpoint import default_meta, save_checkpoint
 from xtask_core.config import ModelConfig
 from xtask_core.data.samples import find_samples
 from xtask_core.evaluate.report import labels_fit
-from xtask_core.model import XTaskNet
+from xtask_core.model.stl import build_model
 
 pytestmark = pytest.mark.slow   # 20 page sessions, ~2 minutes on 2 shared cores
 
@@ -43,11 +43,11 @@ PAGES = {"home": None, "predictions": "pred", "error_maps": "err", "compare": "c
 PARTNER = {"shipped: nyuv2_13": "shipped: demo7"}         # compare's second checkpoint (another label set)
 
 
-def _model(num_classes: int, seed: int, height: int = 64, width: int = 64) -> XTaskNet:
+def _model(num_classes: int, seed: int, height: int = 64, width: int = 64, task: str = "both"):
     torch.manual_seed(seed)
     cfg = ModelConfig(enc_layers=18, num_classes=num_classes, mid_features=8, ttnet_features=4,
-                      height=height, width=width)
-    return XTaskNet(cfg).eval()
+                      height=height, width=width, task=task)
+    return build_model(cfg).eval()
 
 
 def _write_nyuv2_split(root, n: int = 2, size: tuple[int, int] = (48, 64)) -> None:
@@ -77,6 +77,10 @@ def matrix_env(tmp_path_factory):
         meta = default_meta(k, dataset)
         meta["name"] = name
         save_checkpoint(ck / f"{name}.safetensors", _model(k, seed), meta)
+    for task in ("segmt", "depth"):   # single-task baselines (NYUv2 labels: no shipped street pair needed)
+        meta = default_meta(13, "nyuv2")
+        meta["name"] = f"stl {task}"
+        save_checkpoint(ck / f"stl_{task}.safetensors", _model(13, 7, task=task), meta)
     samples = tmp / "samples"
     write_samples(samples)
     _write_nyuv2_split(samples / "nyuv2")     # indoor samples; the same folder is an NYUv2 dataset root
@@ -233,3 +237,22 @@ def test_single_task_prediction_shows_its_task(matrix_env, monkeypatch, page, ta
     if page == "predictions":
         titles = _figure_titles(at)
         assert any(t.endswith(task) for t in titles) and not any(t.endswith(other) for t in titles), titles
+
+
+@pytest.mark.parametrize("task, other", [("depth", "segmentation"), ("segmt", "depth")])
+@pytest.mark.parametrize("page", ["home", "predictions", "error_maps", "compare", "learn"])
+def test_single_task_checkpoint_on_every_page(matrix_env, monkeypatch, page, task, other):
+    """A real single-task baseline checkpoint (STLNet, NYUv2 labels) on an indoor sample."""
+    st.cache_data.clear()
+    label = f"shipped: stl_{task}"
+    at = _open(page, matrix_env["env"], label, monkeypatch)
+    if page == "compare":     # next to the cross-task NYUv2 model: same labels, so differences are drawn
+        at.multiselect(key="cmp_models").set_value([label, "shipped: nyuv2_13"]).run()
+    key = PAGES[page]
+    if key is not None:
+        at.selectbox(key=f"{key}_sample").set_value("nyuv2/val/0").run()
+    where = f"{page} / {label}"
+    _assert_clean(at, where)
+    if page != "home":
+        shown = "segmentation" if task == "segmt" else "depth"
+        assert f"predicts {shown} only: there is no {other}" in _texts(at), where
