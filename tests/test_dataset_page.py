@@ -143,3 +143,35 @@ def test_open_params():
                  "idx": "3"}
     assert open_params({"kind": "folder", "root": "/p"}, "x.png", 0, ["A"]) is None
     assert source_text(src) == "synthetic val split (/data/s), input 64×64"
+
+
+def _other_page(env, monkeypatch, page: str, params: dict):
+    import streamlit as st
+    from streamlit.testing.v1 import AppTest
+    set_env(monkeypatch, env)
+    st.cache_data.clear()
+    st.cache_resource.clear()
+    at = AppTest.from_file(str(PAGE_DIR / f"{page}.py"), default_timeout=180)
+    for k, v in params.items():
+        at.query_params[k] = v
+    return at
+
+
+def test_links_open_the_image_in_the_other_pages(env, monkeypatch):
+    """What the Dataset page's buttons put in the address opens that image (pickers._follow_link)
+    and those checkpoints (selection.choose_checkpoints reads ?ckpts=)."""
+    at = _other_page(env, monkeypatch, "predictions", {"src": "sample", "image": "val/synth/synth_000001_000019"})
+    at.run()
+    assert not at.exception and at.selectbox(key="pred_sample").value == "val/synth/synth_000001_000019"
+    at = _other_page(env, monkeypatch, "error_maps", {"src": "dataset", "ds": "synthetic", "split": "val", "idx": "1",
+                                                      "root": env["XTASK_SAMPLES_DIR"]})
+    at.run()
+    assert not at.exception and at.radio(key="err_src").value == "Dataset split"
+    assert at.number_input(key="err_idx").value == 1
+    at = _other_page(env, monkeypatch, "compare", {"ckpt": "shipped: tiny_b", "ckpts": ["shipped: tiny_b",
+                                                                                       "shipped: tiny_a"],
+                                                   "src": "sample", "image": "val/synth/synth_000001_000019"})
+    at.run()
+    assert not at.exception
+    assert at.multiselect(key="cmp_models").value == ["shipped: tiny_b", "shipped: tiny_a"]
+    assert at.selectbox(key="cmp_sample").value == "val/synth/synth_000001_000019"
