@@ -67,6 +67,10 @@ def pick_source(size: tuple[int, int], num_classes: int) -> dict | None:
                 st.info(f"No samples in {settings.samples_dir()}.")
                 return None
             split = found[0].name.split("/")[0]
+            if num_classes not in (7, 19):   # street labels read as 7 or 19 classes only: evaluate unlabelled
+                st.caption(f"The samples' street-scene labels do not fit a {num_classes}-class model: evaluated "
+                           "without ground truth (energy and confidence only).")
+                return {"kind": "folder", "root": str(settings.samples_dir() / "leftImg8bit"), "size": list(size)}
             return {"kind": "dataset", "dataset": "synthetic", "root": str(settings.samples_dir()), "split": split,
                     "size": list(size), "num_classes": num_classes}
         if kind == "Dataset split":
