@@ -45,9 +45,11 @@ Environment: ``XTASK_BENCH_THREADS`` sets torch's thread count (default: torch's
 from __future__ import annotations
 
 import contextlib
+import copy
 import json
 import os
 import platform
+import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -58,9 +60,20 @@ from typing import Any
 import numpy as np
 import torch
 
+from xtask_core.checkpoint import load_checkpoint
 from xtask_core.config import ModelConfig
+from xtask_core.data.cityscapes import CityscapesDataset
+from xtask_core.data.synthetic import render_scene, write_dataset
+from xtask_core.evaluate import kernels
+from xtask_core.evaluate.metrics import SegDepthMetrics, reference_metrics_loop
+from xtask_core.evaluate.split import default_workers, evaluate_split
 from xtask_core.inference.autotune import DEPTH_REL_DIFF_MAX, SEG_AGREEMENT_MIN, output_checks
+from xtask_core.inference.paths import SPECS
+from xtask_core.inference.precision import cpu_bf16_support, resolve_channels_last, resolve_precision
+from xtask_core.inference.predictor import Predictor, preprocess_rgb
+from xtask_core.io.atomic import atomic_write_text, check_output_file
 from xtask_core.io.paths import BEST_CHECKPOINT
+from xtask_core.model import XTaskNet
 from xtask_core.tools.bench_finetune import bench_finetune
 from xtask_core.tools.bench_report import format_table
 from xtask_core.tools.bench_timing import (
@@ -71,6 +84,9 @@ from xtask_core.tools.bench_timing import (
     peak_matmul_gflops,
     time_pair,
 )
+from xtask_core.train.balancing import make_balancer
+from xtask_core.train.losses import XTaskLoss
+from xtask_core.train.step import train_step
 
 __all__ = ["main", "run_benchmarks", "peak_matmul_gflops", "peak_conv1x1_gflops", "count_flops", "time_pair",
            "BenchSizes", "format_table", "SEG_AGREEMENT_MIN", "DEPTH_REL_DIFF_MAX"]
@@ -113,7 +129,6 @@ def sizes(quick: bool) -> BenchSizes:
 # --------------------------------------------------------------------------- data
 def _synthetic_root(tmp: Path, s: BenchSizes) -> Path:
     """A small synthetic Cityscapes-layout dataset: train at model size, val at eval size."""
-    from xtask_core.data.synthetic import write_dataset
 
     root = tmp / "synthetic"
     h, w = s.eval_image_hw
@@ -123,8 +138,6 @@ def _synthetic_root(tmp: Path, s: BenchSizes) -> Path:
 
 
 def _train_batches(root: Path, cfg: ModelConfig, batch: int) -> list[dict]:
-    from xtask_core.data.cityscapes import CityscapesDataset
-
     ds = CityscapesDataset(root, "train", num_classes=cfg.num_classes, height=cfg.height, width=cfg.width)
     items = [ds[i] for i in range(len(ds))]
     out = []
@@ -137,8 +150,6 @@ def _train_batches(root: Path, cfg: ModelConfig, batch: int) -> list[dict]:
 
 def _scene_input(cfg: ModelConfig, seed: int = 3) -> tuple[torch.Tensor, np.ndarray]:
     """A rendered street scene (more realistic than noise) as a 1×3×H×W normalised tensor + its uint8 RGB."""
-    from xtask_core.data.synthetic import render_scene
-    from xtask_core.inference.predictor import preprocess_rgb
 
     rgb, _, _ = render_scene(seed, cfg.height * 2, cfg.width * 2)
     x, _ = preprocess_rgb(rgb, (cfg.height, cfg.width), cfg.mean, cfg.std)
@@ -146,8 +157,6 @@ def _scene_input(cfg: ModelConfig, seed: int = 3) -> tuple[torch.Tensor, np.ndar
 
 
 def _new_model(cfg: ModelConfig, seed: int = 0):
-    from xtask_core.model import XTaskNet
-
     torch.manual_seed(seed)
     return XTaskNet(cfg).eval()
 
@@ -156,7 +165,6 @@ def _new_model(cfg: ModelConfig, seed: int = 0):
 def _candidate_rows(route, flops: float, peaks: dict) -> list[dict]:
     """One row per candidate path the Predictor considered: ms, GFLOP/s, share of the peak of
     its precision, chosen, and why it was not used (pruned, inaccurate, raised, not built)."""
-    from xtask_core.inference.paths import SPECS
 
     rows = []
     for name in dict.fromkeys([*route.times_ms, *route.rejected]):
@@ -172,7 +180,6 @@ def _candidate_rows(route, flops: float, peaks: dict) -> list[dict]:
 
 def _measured_predictor(loaded, cfg: ModelConfig) -> tuple:
     """A default Predictor whose path is measured afresh now → (predictor, route, seconds)."""
-    from xtask_core.inference.predictor import Predictor
 
     pred = Predictor(loaded)  # precision "auto", fast=True: what the app and CLI use
     t0 = time.perf_counter()
@@ -219,8 +226,6 @@ def _shipped_checkpoint() -> Path | None:
 
 def _trained_checkpoint_checks() -> dict | None:
     """Agreement of the default path on a shipped, trained checkpoint (realistic logit margins)."""
-    from xtask_core.checkpoint import load_checkpoint
-    from xtask_core.inference.predictor import Predictor
 
     path = _shipped_checkpoint()
     if path is None:
@@ -247,8 +252,6 @@ def bench_demo(s: BenchSizes, peaks: dict, quick: bool = False) -> dict:
     against the default Predictor, its candidate table, and ms per image through ``predict``."""
     path = None if quick else _shipped_checkpoint()
     if path is not None:
-        from xtask_core.checkpoint import load_checkpoint
-
         loaded = load_checkpoint(path, device="cpu")
         model, cfg, label = loaded.model, loaded.config, f"checkpoints/{path.parent.name}/{path.name}"
     else:
@@ -285,9 +288,6 @@ def bench_demo(s: BenchSizes, peaks: dict, quick: bool = False) -> dict:
 
 def _trainer_step_fn(model, cfg_train, device: torch.device, precision: str, channels_last: bool):
     """One call = one :func:`~xtask_core.train.step.train_step` (the trainer's own step) → total loss."""
-    from xtask_core.train.balancing import make_balancer
-    from xtask_core.train.losses import XTaskLoss
-    from xtask_core.train.step import train_step
 
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
@@ -304,14 +304,11 @@ def _trainer_step_fn(model, cfg_train, device: torch.device, precision: str, cha
 
 
 def bench_train(s: BenchSizes, root: Path, peaks: dict) -> dict:
-    from xtask_core.inference.precision import resolve_channels_last, resolve_precision
-
     cfg = s.full
     device = torch.device("cpu")
     batches = _train_batches(root, cfg, s.train_batch)
     base = _new_model(cfg, seed=2).train()
     fast_prec = resolve_precision(device, "auto")
-    import copy
 
     ref_step = _trainer_step_fn(copy.deepcopy(base), cfg, device, "fp32", channels_last=False)
     fast_cl = resolve_channels_last(device, None)
@@ -379,16 +376,12 @@ METRIC_KEYS = ("pixel_acc", "miou", "miou_per_image", "iou_per_class", "abs", "a
 
 
 def _metrics_kernels() -> str:
-    from xtask_core.evaluate import kernels
-
     if kernels.available():
         return f"compiled kernels: fused arg-max + count, float64 depth pass, {kernels.threads()} thread(s)"
     return f"numpy kernels (compiled ones unavailable: {kernels.unavailable_reason()})"
 
 
 def bench_metrics(s: BenchSizes) -> dict:
-    from xtask_core.evaluate.metrics import SegDepthMetrics, reference_metrics_loop
-
     logits, depth_p, target, depth_t = _metrics_inputs(s)
     c = s.metrics_classes
 
@@ -410,10 +403,6 @@ def bench_metrics(s: BenchSizes) -> dict:
 
 
 def bench_eval(s: BenchSizes, root: Path) -> dict:
-    from xtask_core.data.cityscapes import CityscapesDataset
-    from xtask_core.evaluate.metrics import reference_metrics_loop
-    from xtask_core.inference.predictor import Predictor
-
     cfg = s.full
     model = _new_model(cfg, seed=3)
     ds = CityscapesDataset(root, "val", num_classes=cfg.num_classes, height=cfg.height, width=cfg.width)
@@ -432,7 +421,6 @@ def bench_eval(s: BenchSizes, root: Path) -> dict:
                                                   cfg.num_classes, 250, item["depth_mask"][None]))
         return results
 
-    from xtask_core.evaluate.split import default_workers, evaluate_split
 
     workers = default_workers(-(-n // batch))
     t = time.perf_counter()
@@ -481,7 +469,6 @@ def _machine() -> dict:
             if line.startswith("model name"):
                 cpu = line.split(":", 1)[1].strip()
                 break
-    from xtask_core.inference.precision import cpu_bf16_support
 
     bf16 = cpu_bf16_support()
     return {"cpu": cpu, "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
@@ -546,12 +533,10 @@ def run_benchmarks(quick: bool = False, log: Callable[[str], None] | None = None
 
 def main(json_path: str | os.PathLike | None = None, quick: bool = False, only: str | None = None) -> int:
     """Run the benchmarks, print the table (stdout) and write JSON to ``json_path`` if given. Returns 0."""
-    import sys
 
     def log(msg: str) -> None:
         print(f"[bench] {msg}", file=sys.stderr, flush=True)
 
-    from xtask_core.io.atomic import atomic_write_text, check_output_file
 
     if json_path:
         check_output_file(json_path)  # before a run of minutes, not after it
