@@ -33,3 +33,15 @@ def test_transfer_from_ground_truth_feeds_scaled_one_hot(tiny_model):
     assert out["depth_from_gt_seg"].shape == (64, 64) and out["seg_from_gt_depth"].shape == (7, 64, 64)
     none = transfer.transfer_from_ground_truth(tiny_model, None, None, 7, 250)
     assert none == {"depth_from_gt_seg": None, "seg_from_gt_depth": None}
+
+
+def test_transfer_from_ground_truth_refuses_a_single_task_model(tiny_config):
+    import dataclasses
+
+    import pytest
+
+    from xtask_core.errors import XTaskError
+    from xtask_core.model.stl import build_model
+    stl = build_model(dataclasses.replace(tiny_config, task="depth")).eval()
+    with pytest.raises(XTaskError, match="no task-transfer nets"):
+        transfer.transfer_from_ground_truth(stl, np.zeros((64, 64), np.int64), None, 7, 250)

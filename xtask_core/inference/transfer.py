@@ -8,6 +8,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from xtask_core.errors import XTaskError
+
 GT_LOGIT_SCALE = 10.0  # one-hot × 10 → softmax puts ~0.9999 on the true class for ≤ 19 classes
 
 
@@ -25,8 +27,12 @@ def transfer_from_ground_truth(model: torch.nn.Module, gt_seg: np.ndarray | None
       depth (invalid pixels stay 0, as in training targets).
 
     A missing ground truth (None) gives None for that output. h, w must be multiples of 8 (TTNet
-    pooling). ``model`` is only read (no_grad, not mutated).
+    pooling). ``model`` is only read (no_grad, not mutated). A model without transfer nets (a
+    single-task baseline) raises a one-line XTaskError.
     """
+    if not (hasattr(model, "trans_s2d") and hasattr(model, "trans_d2s")):
+        raise XTaskError("this model has no task-transfer nets (a single-task baseline), so there is nothing "
+                         "to feed ground truth to")
     p = next(model.parameters())
     out: dict[str, np.ndarray | None] = {"depth_from_gt_seg": None, "seg_from_gt_depth": None}
     if gt_seg is not None:
