@@ -8,6 +8,8 @@ from collections.abc import Callable
 from typing import Any
 
 import torch
+import torch.nn.functional as F
+from torch.utils.flop_counter import FlopCounterMode
 
 __all__ = ["time_pair", "peak_matmul_gflops", "peak_conv1x1_gflops", "count_flops"]
 
@@ -60,8 +62,6 @@ def peak_conv1x1_gflops(dtype: torch.dtype, channels: int = 1024, hw: int = 64, 
     """Measured GFLOP/s of a 1×1 convolution (a GEMM through oneDNN, the library the models' convs
     use), ``channels`` → ``channels`` on 1×channels×hw×hw, median of ``repeats``. On some CPUs
     (MKL on AMD) this beats ``torch.mm``, so the peak taken is the larger of the two."""
-    import torch.nn.functional as F
-
     x = torch.randn(1, channels, hw, hw).to(dtype)
     w = torch.randn(channels, channels, 1, 1).to(dtype)
     return 2.0 * channels * channels * hw * hw / _median_s(lambda: F.conv2d(x, w), repeats) / 1e9
@@ -69,8 +69,6 @@ def peak_conv1x1_gflops(dtype: torch.dtype, channels: int = 1024, hw: int = 64, 
 
 def count_flops(fn: Callable[[], Any]) -> int:
     """FLOPs (2 per multiply-add) of the matmul/conv ops ``fn()`` runs, by FlopCounterMode."""
-    from torch.utils.flop_counter import FlopCounterMode
-
     with FlopCounterMode(display=False) as counter:
         fn()
     return int(counter.get_total_flops())
