@@ -11,9 +11,11 @@ import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
+from xtask_app import cache
 from xtask_app.charts import chart
 from xtask_core.evaluate.analysis import CORRUPTIONS
 from xtask_core.evaluate.baseline import corruption_sweep, pixel_study, study_table
+from xtask_core.io.keys import array_key
 
 STRENGTHS = (0.0, 0.25, 0.5, 0.75, 1.0)
 NOTE = ("Softmax entropy and 1 − max probability are the model's own confidence: free, label-free, and the "
@@ -41,7 +43,8 @@ def verdict(study: pd.DataFrame) -> str:
 def pixel_baseline(preds: Sequence, gt_segs: Sequence, ignore_index: int, where: str, key: str) -> pd.DataFrame:
     """Table of AUROC / Spearman / AUSE / AURG for the energy and the two confidence scores over the
     labelled pixels of ``preds`` (pooled), with the verdict; returns the study (empty without labels)."""
-    study = pixel_study(preds, gt_segs, ignore_index)
+    pairs = [(p, g) for p, g in zip(preds, gt_segs) if p.seg_logits is not None and p.seg_t_logits is not None]
+    study = pixel_study([p for p, _ in pairs], [g for _, g in pairs], ignore_index)   # single-task nets: none
     st.markdown(f"**Energy beside the model's own confidence** ({where}, wrongly classified pixels)")
     if study.empty:
         st.info("Needs segmentation ground truth.")
@@ -94,3 +97,12 @@ def corruption_baseline(predict: Callable[[np.ndarray], object], rgb: np.ndarray
     st.caption(sweep_sentence(sweep, kind) + " The consistency literature claims the energy holds up under "
                "distribution shift; this is the live model's answer on this image.")
     return sweep
+
+
+def learn_section(state, clean_rgb: np.ndarray, pred, gt_seg: np.ndarray | None) -> None:
+    """Learn's step 3 addition: the baseline on the current input, then the sweep from the clean
+    input (every prediction cached by image content, so redrawing never re-runs the model)."""
+    pixel_baseline([pred], [gt_seg], state.ignore_index, "the current input", "learn_bl")
+    if pred.seg_t_logits is not None:
+        corruption_baseline(lambda img: cache.predict(state, img, array_key(img)), clean_rgb, gt_seg,
+                            state.ignore_index, "learn_sweep")
