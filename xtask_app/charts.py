@@ -8,8 +8,10 @@ palette and depth units. Every ``*_chart`` returns the PNG-ready array it shows.
 """
 from __future__ import annotations
 
+import base64
 import html
 
+import cv2
 import numpy as np
 import streamlit as st
 
@@ -196,9 +198,6 @@ def metrics_columns(state: ModelState, unit: str | None = None) -> dict:
 
 
 def _png_data_uri(rgb: np.ndarray) -> str:
-    import base64
-
-    import cv2
     ok, buf = cv2.imencode(".png", np.ascontiguousarray(np.asarray(rgb, np.uint8)[:, :, ::-1]))
     if not ok:
         raise ValueError("could not encode the image as PNG")

@@ -24,6 +24,7 @@ import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
+import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -133,8 +134,6 @@ def preprocess_rgb(rgb, size: tuple[int, int], mean: Sequence[float], std: Seque
     Resizing: area averaging when shrinking (no aliasing), bilinear when enlarging.
     Normalisation: (rgb/255 − mean) / std per channel, the config's mean/std.
     """
-    import cv2
-
     a = _as_rgb_uint8(rgb)
     h, w = int(size[0]), int(size[1])
     if a.shape[:2] != (h, w):
