@@ -130,10 +130,40 @@ def _shot(page, name: str, folder: Path | None) -> None:
         page.screenshot(path=str(folder / f"{name}.png"), full_page=True)
 
 
+def _record_card_metrics(checkpoint_dir: Path) -> None:
+    """Re-save the tiny shipped checkpoints (same weights) with the validation metrics and λ a
+    trained checkpoint's card records, so the trade-off view can place them."""
+    from tests.app_helpers import tiny_model
+    from xtask_core.checkpoint import default_meta, save_checkpoint
+    for seed, (stem, lam) in enumerate((("tiny_a", 0.01), ("tiny_b", 0.0))):
+        meta = default_meta(7, "synthetic")
+        meta["name"] = stem.replace("_", " ")
+        meta["training"] = {"metrics": {"miou": 0.5 + 0.1 * seed, "pixel_acc": 0.9, "abs": 0.03 - 0.01 * seed},
+                            "train_config": {"dataset": "synthetic", "lambda_1": lam, "lambda_2": lam}}
+        save_checkpoint(checkpoint_dir / f"{stem}.safetensors", tiny_model(seed), meta, overwrite=True)
+
+
+_FIGURE_POINTS = """(part) => { const out = {};
+  document.querySelectorAll('.js-plotly-plot').forEach(el => {
+    if (!el.layout || !el.layout.coloraxis) return;                 // only the λ-coloured trade-off figures
+    const title = String((el.layout.title && el.layout.title.text) || '');
+    if (part && !title.includes(part)) return;
+    (el.data || []).forEach(t => { out[t.name] = (out[t.name] || []).concat(
+      (t.hovertext || []).map(h => String(h).split('</b>')[0].replace('<b>', ''))); });
+  });
+  return out; }"""
+
+
+def _tradeoff_points(page, title_part: str | None = None) -> dict[str, list[str]]:
+    """Trace name → point names of the trade-off figures drawn on the page."""
+    return page.evaluate(_FIGURE_POINTS, title_part)
+
+
 def test_every_page_in_chromium(server):
     shots = Path(os.environ["XTASK_SCREENSHOT_DIR"]) if os.environ.get("XTASK_SCREENSHOT_DIR") else None
     if shots is not None:
         shots.mkdir(parents=True, exist_ok=True)
+    _record_card_metrics(server["tmp"] / "checkpoints")
     upload = server["tmp"] / "upload photo.jpg"
     from PIL import Image
     rng = np.random.default_rng(1)
@@ -196,6 +226,8 @@ def test_every_page_in_chromium(server):
         finally:
             _shot(page, "8_dashboard", shots)
         _no_errors(page, "dashboard")
+        points = _tradeoff_points(page)       # the trade-off view places every shipped checkpoint
+        assert sorted(sum(points.values(), [])) == ["shipped: tiny_a", "shipped: tiny_b"], points
 
         # The address keeps the sidebar's checkpoint: a new browser context (a bookmark, a shared
         # link) opened on a page's address gets the same checkpoint and the real page menu.
@@ -213,6 +245,9 @@ def test_every_page_in_chromium(server):
         other.close()
 
         _goto(page, "Fine-tune")
+        # the current model's predictions on the fixed image, before any run
+        page.get_by_text("Before: the current checkpoint on a fixed validation image").wait_for(timeout=120_000)
+        assert page.locator("[data-testid='stMain'] [data-testid='stImage'] img").count() >= 4
         steps = page.locator("[data-testid='stSlider']", has_text="Steps").get_by_role("slider")
         steps.focus()
         page.keyboard.press("Home")            # 1 step …
@@ -224,6 +259,13 @@ def test_every_page_in_chromium(server):
         _idle(page)
         _no_errors(page, "fine-tune")
         _shot(page, "6_finetune_done", shots)
+        wipe = page.locator("#ft-wipe-segmentation")          # before/after wipe follows the pointer
+        wipe.wait_for(timeout=60_000)
+        wipe.scroll_into_view_if_needed()
+        box = wipe.bounding_box()
+        wipe.hover(position={"x": 0.25 * box["width"], "y": box["height"] / 2})   # scrolls it into view
+        page.wait_for_timeout(200)
+        assert wipe.locator(".xt-top").evaluate("e => e.style.clipPath").startswith("inset(0px 75")
         # one click makes the fine-tuned model the current one of every page
         page.get_by_role("button", name="Use the fine-tuned model now").click()
         _idle(page)
@@ -231,6 +273,21 @@ def test_every_page_in_chromium(server):
         main = page.locator("[data-testid='stMain']").inner_text()
         assert "Base checkpoint: run: finetune-" in main, main[:400]       # the next fine-tune starts from it
         _no_errors(page, "use the fine-tuned model")
+
+        # a λ sweep of two values (3 steps each) in one job: two points appear in its trade-off
+        page.locator("[data-testid='stCheckbox'], [data-testid='stToggle']", has_text="λ sweep").first.click()
+        _idle(page)
+        values = page.locator("[data-testid='stMultiSelect']", has_text="λ values")
+        for v in ("0", "0.1"):                 # default 0, 0.001, 0.01, 0.1 → keep 0.001 and 0.01
+            values.locator(f"button[aria-label='Remove {v}']").first.click()
+            _idle(page)
+        page.get_by_role("button", name="Start the sweep").click()
+        page.get_by_text("2 of 2 runs finished").first.wait_for(timeout=600_000)
+        _idle(page)
+        _no_errors(page, "sweep")
+        _shot(page, "6c_sweep_done", shots)
+        sweep = _tradeoff_points(page, "λ sweep")
+        assert len(sweep.get("sweep", [])) == 2, sweep
 
         browser.close()
 
