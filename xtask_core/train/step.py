@@ -12,9 +12,12 @@ Two options of the multi-task study:
   conflicting components projected away, the sum written into ``.grad``). It is a balancer of its
   own: use it with the plain-sum balancer only (the trainer's config refuses the combinations).
 - ``measure_cosine=True`` adds ``"grad_cos"``: the cosine between the two groups' gradients at
-  the shared encoder (:func:`~xtask_core.train.pcgrad.grad_cosine`). Without PCGrad this costs two
-  extra partial backward passes on that step, so the trainer measures every ``cosine_every``
-  steps only; with PCGrad it is read off the gradients PCGrad computed anyway (free).
+  the shared encoder (what :func:`~xtask_core.train.pcgrad.grad_cosine` computes). Without PCGrad
+  it costs one extra partial backward on that step: the label group's encoder gradient is taken
+  first, and the image group's is what the objective's own backward leaves in ``.grad`` minus the
+  label part (the balancer's objective is linear in the two groups, with coefficients read off the
+  graph), so the trainer measures every ``cosine_every`` steps only; with PCGrad it is read off
+  the gradients PCGrad computed anyway (free).
 """
 from __future__ import annotations
 
@@ -28,7 +31,7 @@ from torch import Tensor, nn
 from xtask_core.errors import XTaskError
 from xtask_core.inference.precision import autocast
 from xtask_core.train.balancing import Balancer
-from xtask_core.train.pcgrad import cosine, grad_cosine, pcgrad_backward
+from xtask_core.train.pcgrad import cosine, flat_grad, grad_cosine, pcgrad_backward
 
 # Loss components of XTaskLoss, in the order the trainer logs them ("total" is unbalanced).
 LOSS_KEYS = ("total", "seg", "depth", "tseg", "tdep", "label", "image")
@@ -83,6 +86,29 @@ def _encoder_slice(params: list[Tensor], model: nn.Module) -> list[tuple[int, in
             out.append((offset, p.numel()))
         offset += p.numel()
     return out
+
+
+def _label_part(model: nn.Module, losses: Mapping[str, Tensor], objective: Tensor):
+    """Before backward: the shared encoder's parameters, the label group's gradient there (one
+    partial backward) and the objective's coefficients ∂objective/∂label, ∂objective/∂image; None
+    when a group has no graph (then :func:`grad_cosine` is used)."""
+    label, image = losses["label"], losses["image"]
+    if not (label.requires_grad and image.requires_grad):
+        return None
+    net = getattr(model, "module", model)
+    enc = [p for p in net.pretrained_encoder.parameters() if p.requires_grad]
+    g_label = flat_grad(label, enc, retain_graph=True)
+    a, b = torch.autograd.grad(objective, [label, image], retain_graph=True)
+    return enc, g_label, float(a), float(b)
+
+
+def _cosine_after_backward(part, scale: float) -> float:
+    """Cosine of the label gradient and the image gradient ``(grad / scale − a·g_label) / b``."""
+    enc, g_label, a, b = part
+    if b == 0:
+        return math.nan
+    total = torch.cat([(torch.zeros_like(p) if p.grad is None else p.grad).reshape(-1).float() for p in enc])
+    return cosine(g_label, (total / scale - a * g_label) / b)
 
 
 def _pcgrad(model: nn.Module, losses: Mapping[str, Tensor], scaler, generator, measure_cosine: bool) -> float:
@@ -158,12 +184,15 @@ def train_step(model: nn.Module, batch: Mapping[str, Any], *, loss_fn: nn.Module
             raise XTaskError(f"pcgrad replaces the loss balancing; it cannot run with the {balancer.kind} balancer")
         cos = _pcgrad(model, losses, scaler, generator, measure_cosine)
     else:
-        if measure_cosine:  # before backward: both groups' graphs are still there
+        part = _label_part(model, losses, objective) if measure_cosine else None
+        if measure_cosine and part is None:
             cos = grad_cosine(getattr(model, "module", model), losses)
         if scaler is not None:
             scaler.scale(objective).backward(retain_graph=balancer.needs_graph)
         else:
             objective.backward(retain_graph=balancer.needs_graph)
+        if part is not None:  # before the optimiser (and GradNorm) touch anything
+            cos = _cosine_after_backward(part, float(scaler.get_scale()) if scaler is not None else 1.0)
     # before optimizer.step(): GradNorm differentiates the graph at the current weights
     balancer.step(losses, shared_parameter(model) if balancer.needs_graph else None)
     if scaler is not None:
