@@ -35,10 +35,12 @@ from pathlib import Path
 
 import torch
 
+from xtask_core.config import TrainConfig
+
 __all__ = ["PAGE_DEFAULTS", "time_job", "plain_loop_s", "bench_finetune", "split_parts"]
 
-PAGE_DEFAULTS = {"steps": 30, "batch_size": 2, "lambda_1": 0.01, "lambda_2": 0.01, "lr": 1e-4, "limit_val": 8,
-                 "n_train": 32, "n_val": 8}
+PAGE_DEFAULTS = {"steps": 30, "batch_size": 2, "lambda_1": TrainConfig.lambda_1, "lambda_2": TrainConfig.lambda_2,
+                 "lr": 1e-4, "limit_val": 8, "n_train": 32, "n_val": 8}
 POLL_S = 0.1   # the page polls every second; the figure polls faster so it measures the job, not the poll
 
 # The driver: run with ``python -c`` in the source tree (so that tree's xtask_core is imported);
@@ -171,7 +173,6 @@ def plain_loop_s(checkpoint: Path, data_root: Path, steps: int, batch: int) -> t
     """(wall seconds, CPU seconds of this process) of ``steps`` plain fp32 training steps (data
     included) on the checkpoint's model."""
     from xtask_core.checkpoint import load_checkpoint
-    from xtask_core.config import TrainConfig
     from xtask_core.train.balancing import make_balancer
     from xtask_core.train.data import make_loader, make_split
     from xtask_core.train.losses import XTaskLoss
@@ -185,7 +186,7 @@ def plain_loop_s(checkpoint: Path, data_root: Path, steps: int, batch: int) -> t
                                   batch_size=batch, workers=0)
     loader = make_loader(make_split(cfg, "train", augment=True), batch, shuffle=True, workers=0,
                          device=torch.device("cpu"), generator=torch.Generator().manual_seed(0))
-    loss_fn = XTaskLoss(mc.num_classes, lambda_1=0.01, lambda_2=0.01, ignore_index=250)
+    loss_fn = XTaskLoss(mc.num_classes, lambda_1=cfg.lambda_1, lambda_2=cfg.lambda_2, ignore_index=cfg.ignore_index)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-4, betas=(0.9, 0.99))
     balancer = make_balancer("none", device=torch.device("cpu"))
     done = 0
