@@ -131,7 +131,11 @@ def test_finetune_runs_to_completion(tmp_path, monkeypatch):
     assert not _button(at, "Start fine-tuning").disabled
     text = app_text(at)
     assert "Before / after on a fixed validation image" in text
-    assert len(at.get("image")) >= 5                    # input, 2 seg, 2 depth (+ ground truth)
+    assert len(at.get("image")) >= 2                    # input and ground truth beside the wipe
+    wipes = [h.proto.body for h in at.get("html")]
+    assert len(wipes) == 1 and wipes[0].count("data:image/png;base64,") == 2 and 'id="ft-wipe-segmentation"' in wipes[0]
+    next(r for r in at.radio if r.label == "Wipe").set_value("depth").run()
+    assert 'id="ft-wipe-depth"' in at.get("html")[0].proto.body
     table = at.dataframe[-1].value
     assert list(table.columns[:3]) == ["metric", "before", "after"]
     assert {"pixel accuracy", "mIoU (dataset)", "depth Abs"} <= set(table["metric"])
