@@ -119,13 +119,26 @@ def test_a_reference_slower_than_the_budget_still_meets_one_alternative():
     # a busy machine: the plain reference alone takes longer than the whole set-up budget
     clock, calls = FakeClock(), []
     cands = {n: _fake(clock, c, calls=calls, name=n) for n, c in (("eager", 3.0), ("fast", 1.0), ("other", 0.5))}
-    d = choose(cands, "eager", clock=clock, budget_s=0.5, setup_s=1.0)
+    d = choose(cands, "eager", clock=clock, budget_s=0.5, setup_s=1.0, setup_calls=0)  # a budget in seconds only
     assert d.chosen == "fast" and "fast" in d.times_ms  # not left with the reference only
     assert d.rejected["other"].startswith("not measured") and not d.complete
     broken = {"eager": _fake(clock, 3.0), "bad": _fake(clock, 0.1, out=_outputs(seed=5)), "ok": _fake(clock, 1.0)}
-    d = choose(broken, "eager", clock=clock, budget_s=0.5, setup_s=1.0)
+    d = choose(broken, "eager", clock=clock, budget_s=0.5, setup_s=1.0, setup_calls=0)
     assert d.chosen == "ok" and d.rejected["bad"].startswith("inaccurate")  # the next one is tried instead
     assert d.complete
+
+
+def test_the_set_up_budget_scales_with_a_busy_machine():
+    def cands(clock, k):  # k: how many times slower every call is (other processes on the cores)
+        return {"eager": _fake(clock, 0.1 * k), "a": _fake(clock, 0.12 * k), "b": _fake(clock, 0.11 * k),
+                "bf16": _fake(clock, 0.03 * k)}
+
+    quiet, busy, seconds_only = FakeClock(), FakeClock(), FakeClock()
+    q = choose(cands(quiet, 1), "eager", clock=quiet, budget_s=0.5, setup_s=1.0)
+    b = choose(cands(busy, 20), "eager", clock=busy, budget_s=0.5, setup_s=1.0)
+    assert q.chosen == b.chosen == "bf16" and q.complete and b.complete  # the same candidates tried
+    old = choose(cands(seconds_only, 20), "eager", clock=seconds_only, budget_s=0.5, setup_s=1.0, setup_calls=0)
+    assert old.chosen != "bf16" and not old.complete  # a budget in seconds never reaches the winner
 
 
 def test_a_decision_that_compared_nothing_is_not_written_to_disk(tmp_path):

@@ -138,7 +138,8 @@ def short_error(err: BaseException) -> str:
 def choose(candidates: Mapping[str, Callable[[], Callable[[], Any]]], reference: Sequence | str, *,
            clock: Callable[[], float] = time.perf_counter, budget_s: float = 1.5, max_rounds: int = 7,
            prune_factor: float = 1.5, setup_s: float | None = None, fallback: str | None = None,
-           check: Callable[[Any, Any], dict] = output_checks, min_built: int = 2) -> Decision:
+           check: Callable[[Any, Any], dict] = output_checks, min_built: int = 2,
+           setup_calls: float = 8.0) -> Decision:
     """Time the candidates and return the fastest whose outputs pass ``check`` against ``reference``.
 
     Args:
@@ -155,7 +156,11 @@ def choose(candidates: Mapping[str, Callable[[], Callable[[], Any]]], reference:
             leader's stops being timed.
         setup_s: seconds building and checking candidates may take (default ``3 × budget_s``):
             once spent, the remaining candidates are not built (recorded as such), so list the
-            likely winners first and expensive builds (tracing) last. Candidates are still built
+            likely winners first and expensive builds (tracing) last. The budget grows to
+            ``setup_calls`` times the first candidate's first call when that is more: on a busy
+            (or slow) machine every call takes longer, and a budget in seconds would cut the
+            candidates tried to the first one or two (the fp32 ones, where bf16 wins by 4×).
+            Candidates are still built
             until ``min_built`` of them (the reference included) run correctly, so a reference
             that alone takes longer than the budget (a slow or busy machine) does not leave it
             the only choice.
@@ -178,6 +183,8 @@ def choose(candidates: Mapping[str, Callable[[], Callable[[], Any]]], reference:
     setup_s = 3.0 * budget_s if setup_s is None else setup_s
     start = clock()
     for name in order:
+        if first_s and len(first_s) == 1:  # the budget in units of the first call, once it is known
+            setup_s = max(setup_s, setup_calls * next(iter(first_s.values())))
         if len(runners) >= min_built and ref_out is not None and clock() - start > setup_s:
             rejected[name] = f"{NOT_MEASURED}: the {setup_s:.1f} s set-up budget was spent"
             continue
