@@ -24,6 +24,7 @@ from xtask_app import cache, settings
 from xtask_app.messages import USER_ERRORS, one_line
 from xtask_core.checkpoint import describe
 from xtask_core.data import labels as label_sets
+from xtask_core.data.labels import CITYSCAPES_IGNORE
 from xtask_core.errors import XTaskError
 from xtask_core.evaluate.report import LABEL_SET_NAMES, LabelFit, labels_fit, model_label_set
 from xtask_core.io.keys import sha1_hex
@@ -94,7 +95,7 @@ class ModelState:
 
     @property
     def ignore_index(self) -> int:
-        return int(self.meta.get("ignore_index", 250))
+        return int(self.meta.get("ignore_index", CITYSCAPES_IGNORE))
 
     @property
     def depth_kind(self) -> str:

@@ -36,6 +36,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from xtask_core.data.labels import CITYSCAPES_IGNORE
 from xtask_core.errors import XTaskError
 from xtask_core.evaluate import kernels
 
@@ -317,7 +318,7 @@ class SegDepthMetrics:
     #: "numpy" or "torch" (tests pin each one to check it against the reference)
     cpu_backend = "auto"
 
-    def __init__(self, num_classes: int, ignore_index: int = 250):
+    def __init__(self, num_classes: int, ignore_index: int = CITYSCAPES_IGNORE):
         if num_classes < 2:
             raise XTaskError(f"num_classes must be >= 2, got {num_classes}")
         self.num_classes = int(num_classes)
@@ -473,7 +474,7 @@ def consistency_energy(seg: Tensor, seg_t: Tensor, depth: Tensor, depth_t: Tenso
 
 def reference_metrics_loop(seg: Tensor | np.ndarray, depth_pred: Tensor | np.ndarray,
                            seg_target: Tensor | np.ndarray, depth_target: Tensor | np.ndarray,
-                           num_classes: int, ignore_index: int = 250,
+                           num_classes: int, ignore_index: int = CITYSCAPES_IGNORE,
                            depth_mask: Tensor | np.ndarray | None = None) -> dict[str, Any]:
     """Slow loop implementation in the original code's style, for ONE batch (benchmark/tests only).
 

@@ -28,6 +28,7 @@ import torch
 
 from xtask_core.config import DATASETS
 from xtask_core.data import make_dataset
+from xtask_core.data.labels import CITYSCAPES_IGNORE
 from xtask_core.errors import XTaskError
 from xtask_core.inference.predictor import preprocess_rgb
 from xtask_core.io.images import image_size, load_image
@@ -54,7 +55,7 @@ class Source:
     dataset: str | None = None
     split: str | None = None
     labelled: bool = False
-    ignore_index: int = 250
+    ignore_index: int = CITYSCAPES_IGNORE
     _dataset: Any = field(default=None, repr=False)
     _stats: list[tuple[str, int, int]] = field(default_factory=list, repr=False)
     _files: list[Path] = field(default_factory=list, repr=False)

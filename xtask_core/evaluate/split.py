@@ -21,6 +21,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from xtask_core.data.labels import CITYSCAPES_IGNORE
 from xtask_core.errors import XTaskError
 from xtask_core.evaluate.metrics import SegDepthMetrics
 from xtask_core.inference.predictor import Predictor
@@ -90,7 +91,7 @@ def _batches(dataset, n: int, batch_size: int, workers: int,
 def _ignore_index(dataset, meta: Mapping[str, Any]) -> int:
     value = getattr(dataset, "ignore_index", None)
     if value is None:
-        value = meta.get("ignore_index", 250)
+        value = meta.get("ignore_index", CITYSCAPES_IGNORE)
     return int(value)
 
 

@@ -63,6 +63,7 @@ import torch
 from xtask_core.checkpoint import load_checkpoint
 from xtask_core.config import ModelConfig
 from xtask_core.data.cityscapes import CityscapesDataset
+from xtask_core.data.labels import CITYSCAPES_IGNORE
 from xtask_core.data.synthetic import render_scene, write_dataset
 from xtask_core.evaluate import kernels
 from xtask_core.evaluate.metrics import SegDepthMetrics, reference_metrics_loop
@@ -291,7 +292,7 @@ def _trainer_step_fn(model, cfg_train, device: torch.device, precision: str, cha
 
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
-    loss_fn = XTaskLoss(cfg_train.num_classes, ignore_index=250)  # λ: TrainConfig's defaults
+    loss_fn = XTaskLoss(cfg_train.num_classes, ignore_index=CITYSCAPES_IGNORE)  # λ: TrainConfig's defaults
     balancer = make_balancer("none", device=device)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-4, betas=(0.9, 0.99))
 
@@ -354,7 +355,7 @@ def _metrics_inputs(s: BenchSizes, seed: int = 0):
     pred = torch.where(wrong, torch.randint(0, c, (n, h, w), generator=g), target)
     logits = torch.randn(n, c, h, w, generator=g)
     logits.scatter_(1, pred[:, None], 10.0)  # argmax(logits) == pred
-    target[torch.rand(n, h, w, generator=g) < 0.1] = 250
+    target[torch.rand(n, h, w, generator=g) < 0.1] = CITYSCAPES_IGNORE
     depth_t = torch.rand(n, 1, h, w, generator=g) * 0.3
     depth_t[torch.rand(n, 1, h, w, generator=g) < 0.15] = 0.0  # invalid pixels
     depth_p = depth_t + 0.02 * torch.randn(n, 1, h, w, generator=g)
@@ -386,10 +387,10 @@ def bench_metrics(s: BenchSizes) -> dict:
     c = s.metrics_classes
 
     def ref():
-        return reference_metrics_loop(logits, depth_p, target, depth_t, c, 250)
+        return reference_metrics_loop(logits, depth_p, target, depth_t, c, CITYSCAPES_IGNORE)
 
     def fast():
-        m = SegDepthMetrics(c, 250)
+        m = SegDepthMetrics(c, CITYSCAPES_IGNORE)
         m.update(logits, depth_p, target, depth_t)
         return m.compute()
 
@@ -418,7 +419,7 @@ def bench_eval(s: BenchSizes, root: Path) -> dict:
             with torch.no_grad():
                 seg, _, depth, _ = model(item["image"][None])
             results.append(reference_metrics_loop(seg, depth, item["seg"][None], item["depth"][None],
-                                                  cfg.num_classes, 250, item["depth_mask"][None]))
+                                                  cfg.num_classes, CITYSCAPES_IGNORE, item["depth_mask"][None]))
         return results
 
 

@@ -31,6 +31,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 
 from xtask_core.config import ARCH_FIELDS, DATASET_DEFAULTS, TrainConfig
+from xtask_core.data.labels import CITYSCAPES_IGNORE
 from xtask_core.data.synthetic import write_dataset, write_indoor_dataset
 from xtask_core.device import default_device
 from xtask_core.errors import XTaskError
@@ -155,7 +156,7 @@ def finetune_args(init_checkpoint: str | os.PathLike, model_config, data_root: s
                   steps: int = 30, lambda_1: float = TrainConfig.lambda_1,
                   lambda_2: float = TrainConfig.lambda_2, lr: float = 1e-4,
                   batch_size: int = 2, lp: str = "L1", tdep_loss: str = "L1", tseg_loss: str = "cross",
-                  balancing: str = "none", ignore_index: int = 250, limit_val: int = 0,
+                  balancing: str = "none", ignore_index: int = CITYSCAPES_IGNORE, limit_val: int = 0,
                   workers: int = 0, precision: str = "auto", loss_reduction: str = "original",
                   dataset: str = "synthetic") -> dict:
     """Train arguments that fine-tune ``init_checkpoint`` for ``steps`` optimiser steps.
@@ -235,7 +236,7 @@ def quick_eval(loaded, data_root: str | os.PathLike, *, limit: int = 8, batch_si
     ``abs``, ``abs_rel``, ``rmse``, ``delta1``..., ``loss``), depth errors in model units.
     """
     mcfg = loaded.config
-    ignore = int(loaded.meta.get("ignore_index", 250) if ignore_index is None else ignore_index)
+    ignore = int(loaded.meta.get("ignore_index", CITYSCAPES_IGNORE) if ignore_index is None else ignore_index)
     cfg = TrainConfig.for_dataset(dataset, input_path=str(data_root), num_classes=mcfg.num_classes,
                                   height=mcfg.height, width=mcfg.width, ignore_index=ignore)
     ds = make_split(cfg, "val", augment=False, limit=limit)
@@ -325,8 +326,8 @@ def is_sweep(run_dir: str | os.PathLike) -> bool:
 
 def read_sweep(run_dir: str | os.PathLike) -> list[dict]:
     """The planned runs of a sweep folder: dicts with ``run_dir`` (Path), ``lambda_1``,
-    ``lambda_2``, ``status`` (the run's progress status, ``"waiting"`` before it starts) and
-    ``step``. Empty when the folder holds no sweep."""
+    ``lambda_2``, ``status`` (the run's progress status, ``"waiting"`` before it starts,
+    ``"stopped"`` when its process died without saying so) and ``step``. Empty when the folder holds no sweep."""
     run_dir = Path(run_dir)
     spec = next((p for p in (run_dir / SWEEP_FILE, run_dir.parent / f".{run_dir.name}.{SWEEP_FILE}")
                  if p.is_file()), None)
@@ -340,8 +341,11 @@ def read_sweep(run_dir: str | os.PathLike) -> list[dict]:
     for r in runs:
         child = Path(r["run_dir"])
         prog = read_progress(child) or {}
+        status = str(prog.get("status", "waiting"))
+        if status in ("starting", "running") and jobs.progress_process_alive(prog) is False:
+            status = "stopped"        # killed with its sweep (a cancel that had to use signals)
         out.append({"run_dir": child, "lambda_1": float(r["lambda_1"]), "lambda_2": float(r["lambda_2"]),
-                    "status": str(prog.get("status", "waiting")), "step": int(prog.get("step", 0) or 0)})
+                    "status": status, "step": int(prog.get("step", 0) or 0)})
     return out
 
 
@@ -386,9 +390,11 @@ def run_sweep(sweep_dir: str | os.PathLike, spec_path: str | os.PathLike | None 
             if results[-1] == "cancelled":
                 break
     except KeyboardInterrupt:
+        # SIGINT reached the whole process group: the child trainer writes "cancelled" and exits
+        # at once; wait briefly (the canceller sends SIGTERM a few seconds later).
         if child is not None and child.poll() is None:
             try:
-                child.wait(timeout=30)
+                child.wait(timeout=4)
             except subprocess.TimeoutExpired:
                 child.kill()
         results.append("cancelled")

@@ -63,6 +63,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from xtask_core.config import METHODS, TrainConfig
+from xtask_core.data.labels import CITYSCAPES_IGNORE
 from xtask_core.errors import XTaskError
 
 __all__ = ["XTaskLoss", "DEPTH_LOSS_FNS", "TDEP_LOSS_FNS", "TSEG_LOSS_FNS", "ORIGINAL_TDEP_LOSS_FNS",
@@ -284,7 +285,7 @@ class XTaskLoss(nn.Module):
 
     def __init__(self, num_classes: int, lambda_1: float = TrainConfig.lambda_1, lambda_2: float = TrainConfig.lambda_2,
                  label_smoothing: float = 0.0, lp: str = "L1", tdep_loss: str = "L1",
-                 tseg_loss: str = "cross", ignore_index: int = 250, method: str = "xtsc",
+                 tseg_loss: str = "cross", ignore_index: int = CITYSCAPES_IGNORE, method: str = "xtsc",
                  reduction: str = "original"):
         super().__init__()
         if num_classes < 2:

@@ -17,6 +17,7 @@ from collections.abc import Mapping, Sequence
 import torch
 from torch import Tensor, nn
 
+from xtask_core.data.labels import CITYSCAPES_IGNORE
 from xtask_core.errors import XTaskError
 from xtask_core.train.losses import XTaskLoss
 
@@ -47,7 +48,7 @@ class STLLoss(nn.Module):
     ``seg, depth, tseg, tdep, label, image, total`` (see the module docstring).
     """
 
-    def __init__(self, task: str, num_classes: int, lp: str = "L1", ignore_index: int = 250):
+    def __init__(self, task: str, num_classes: int, lp: str = "L1", ignore_index: int = CITYSCAPES_IGNORE):
         super().__init__()
         if task not in STL_LOSS_TASKS:
             raise XTaskError(f"single-task loss needs task 'segmt' or 'depth', got {task!r}")
