@@ -116,3 +116,26 @@ def test_quick_eval_of_a_single_task_model(tmp_path, task):
     present, absent = ("miou", "abs") if task == "segmt" else ("abs", "miou")
     assert np.isfinite(out[present]) and np.isnan(out[absent]) and np.isfinite(out["loss"])
     assert out["n_images"] == 2
+
+
+def test_read_sweep_statuses(tmp_path):
+    import json
+    import subprocess
+    import sys
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    runs = []
+    for i, prog in enumerate(({"status": "done", "step": 3}, {"status": "running", "step": 1, "pid": dead.pid,
+                                                                "pid_start": "1"}, None)):
+        child = tmp_path / f"s-{i}"
+        child.mkdir()
+        if prog is not None:
+            (child / "progress.json").write_text(json.dumps(prog))
+        runs.append({"run_dir": str(child), "lambda_1": 0.1 * i, "lambda_2": 0.0, "args": {}})
+    sweep = tmp_path / "s"
+    sweep.mkdir()
+    assert finetune.read_sweep(sweep) == [] and not finetune.is_sweep(sweep)
+    (sweep / finetune.SWEEP_FILE).write_text(json.dumps({"runs": runs}))
+    got = finetune.read_sweep(sweep)
+    assert finetune.is_sweep(sweep)
+    assert [r["status"] for r in got] == ["done", "stopped", "waiting"] and [r["step"] for r in got] == [3, 1, 0]
