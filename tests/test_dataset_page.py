@@ -95,10 +95,15 @@ def test_records_file_outside_the_allowed_folders(env, monkeypatch, tmp_path):
     assert not at.exception and any("outside the allowed folders" in e.value for e in at.error)
 
 
-def test_a_single_image(env, monkeypatch):
+def test_a_single_image_with_every_overlay(env, monkeypatch):
+    from xtask_app.ui.dataset_images import OVERLAYS
     at = _page(env, monkeypatch, str(_runs(env) / "one.parquet"))
     at.run()
     assert not at.exception and not at.error and "1 images × 1 checkpoint(s)" in app_text(at)
+    for overlay in OVERLAYS:
+        at.selectbox(key="ds_grid_overlay").set_value(overlay).run()
+        assert not at.exception and not at.error, overlay
+        assert f"overlay: {overlay}" in app_text(at)
 
 
 def test_unlabelled_folder_records(env, monkeypatch):
