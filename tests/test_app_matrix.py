@@ -256,3 +256,24 @@ def test_single_task_checkpoint_on_every_page(matrix_env, monkeypatch, page, tas
     if page != "home":
         shown = "segmentation" if task == "segmt" else "depth"
         assert f"predicts {shown} only: there is no {other}" in _texts(at), where
+
+
+@pytest.mark.parametrize("page", ["predictions", "error_maps", "learn"])
+def test_deep_link_opens_an_nyuv2_image_with_an_nyuv2_checkpoint(matrix_env, monkeypatch, page):
+    """The Dataset page's click-through address (?ckpt=&src=…) with an NYUv2 model: the linked
+    item opens with its ground truth, the address's checkpoint holds, no warning or error."""
+    st.cache_data.clear()
+    set_env(monkeypatch, matrix_env["env"])
+    key = PAGES[page]
+    for params, shown in (({"src": "dataset", "ds": "nyuv2", "root": matrix_env["nyu"], "split": "val", "idx": "1"},
+                           lambda at: at.number_input(key=f"{key}_idx").value == 1),
+                          ({"src": "sample", "image": "nyuv2/val/1"},
+                           lambda at: at.selectbox(key=f"{key}_sample").value == "nyuv2/val/1")):
+        at = AppTest.from_file(str(PAGE_DIR / f"{page}.py"), default_timeout=120)
+        at.query_params.update({"ckpt": "shipped: nyuv2_13", **params})
+        at.run()
+        _assert_clean(at, f"{page} {params}")
+        assert not at.warning and shown(at), params
+        assert "Ground truth not shown" not in _texts(at)
+        if page == "predictions":
+            assert "This image's metrics" in _texts(at)

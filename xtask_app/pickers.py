@@ -56,6 +56,12 @@ def sample_arrays(state: ModelState, s: SampleFiles) -> tuple:
     return cache.cached_sample(str(s.image), label, disparity, cfg.num_classes, cfg.height, cfg.width)
 
 
+def _first_run_index(widget_key: str, index: int) -> dict:
+    """``index=`` for a selectbox's first draw only: once its key holds a value (the user's
+    choice, or a link's), passing a default as well only makes Streamlit log a warning."""
+    return {} if widget_key in st.session_state else {"index": index}
+
+
 def _pick_sample(state: ModelState, key: str, box) -> Picked | None:
     found = settings.samples()
     if not found:
@@ -63,8 +69,8 @@ def _pick_sample(state: ModelState, key: str, box) -> Picked | None:
         return None
     names = [s.name for s in found]
     fitting = [s.name for s in fitting_samples(state)]
-    name = box.selectbox("Sample image", names, index=names.index(fitting[0]) if fitting else 0,
-                         key=f"{key}_sample")
+    name = box.selectbox("Sample image", names, key=f"{key}_sample",
+                         **_first_run_index(f"{key}_sample", names.index(fitting[0]) if fitting else 0))
     s = found[names.index(name)]
     rgb, gt_seg, gt_depth = sample_arrays(state, s)
     return Picked(rgb, name, array_key(rgb), gt_seg, gt_depth, state.fit(sample_source(s)).reason)
@@ -75,12 +81,14 @@ def _pick_dataset_item(state: ModelState, key: str, box) -> Picked | None:
     c1, c2, c3, c4 = box.columns([1, 3, 1, 1])
     datasets = list(ITEM_DATASETS)
     ds = c1.selectbox("Dataset", datasets, key=f"{key}_ds",
-                      index=datasets.index("nyuv2") if state.label_set == "nyuv2" else 0)
+                      **_first_run_index(f"{key}_ds", datasets.index("nyuv2") if state.label_set == "nyuv2" else 0))
     indoor = settings.samples_dir() / NYUV2_SAMPLES      # the shipped indoor samples form an NYUv2 root
+    default_root = str(settings.samples_dir()) if ds != "nyuv2" else str(indoor) if indoor.is_dir() else ""
     root = c2.text_input("Root folder", key=f"{key}_root",
-                         value=str(settings.samples_dir()) if ds != "nyuv2" else str(indoor) if indoor.is_dir() else "")
+                         **({} if f"{key}_root" in st.session_state else {"value": default_root}))
     split = c3.selectbox("Split", ["val", "train", "test"], key=f"{key}_split")
-    index = int(c4.number_input("Index", min_value=0, value=0, step=1, key=f"{key}_idx"))
+    index = int(c4.number_input("Index", min_value=0, step=1, key=f"{key}_idx",
+                                **({} if f"{key}_idx" in st.session_state else {"value": 0})))
     if not root.strip():
         box.info("Type the dataset root folder.")
         return None
