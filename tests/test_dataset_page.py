@@ -80,6 +80,17 @@ def test_records_file_of_two_checkpoints(env, monkeypatch):
     assert not at.exception
 
 
+def test_ranking_controls_come_from_and_go_to_the_address(env, monkeypatch):
+    at = _page(env, monkeypatch, str(_runs(env) / "samples.parquet"))
+    at.query_params.update({"rank": "drop", "metric": "abs"})
+    at.run()
+    assert not at.exception and at.radio(key="ds_rank").value == "Largest drop from checkpoint A to B"
+    assert at.selectbox(key="ds_drop_metric").value == "abs"
+    at.radio(key="ds_rank").set_value("Worst first by a column").run()
+    q = {k: v if isinstance(v, str) else v[0] for k, v in at.query_params.items()}
+    assert q["rank"] == "worst" and q["col"] == "pixel_error"
+
+
 @pytest.mark.parametrize("name, message", [("cut.parquet", "not a readable records file"),
                                            ("nowhere.parquet", "does not exist")])
 def test_bad_records_file_is_one_line(env, monkeypatch, name, message):

@@ -82,9 +82,46 @@ def _class_names(state, c: int) -> list[str]:
     return names if len(names) == c else [f"class {i}" for i in range(c)]
 
 
+RANK_CODES = dict(zip(("worst", "drop", "confusion"), RANKINGS))
+URL_CONTROLS = {"ds_rank": "rank", "ds_rank_col": "col", "ds_drop_metric": "metric"}
+
+
+def controls_from_url() -> None:
+    """A new session opened by an address with ``?rank=worst|drop|confusion&col=…&metric=…`` starts
+    with those ranking controls (values the widgets do not offer are ignored)."""
+    ss, q = st.session_state, st.query_params
+    for key, name in URL_CONTROLS.items():
+        value = q.get(name)
+        if key in ss or value is None:
+            continue
+        if key == "ds_rank" and value in RANK_CODES:
+            ss[key] = RANK_CODES[value]
+        elif (key == "ds_rank_col" and value in COLUMNS) or (key == "ds_drop_metric" and value in DROP_METRICS):
+            ss[key] = value
+
+
+def controls_to_url() -> None:
+    """Mirror the ranking controls in the address, so copying it shares the view."""
+    codes = {v: k for k, v in RANK_CODES.items()}
+    for key, name in URL_CONTROLS.items():
+        value = st.session_state.get(key)
+        value = codes.get(value, value)
+        if value is not None and st.query_params.get(name) != str(value):
+            st.query_params[name] = str(value)
+
+
 def ranking(df: pd.DataFrame, state) -> tuple[pd.DataFrame, str]:
     """Ranking widgets → (rows ranked worst first with ``value`` and ``checkpoint`` to draw, what
-    ``value`` is). One-line info and an empty frame when a ranking does not apply."""
+    ``value`` is). One-line info and an empty frame when a ranking does not apply. The controls
+    come from the address in a new session and go back into it."""
+    controls_from_url()
+    try:
+        return _ranking(df, state)
+    finally:
+        controls_to_url()
+
+
+def _ranking(df: pd.DataFrame, state) -> tuple[pd.DataFrame, str]:
     ckpts = list(dict.fromkeys(df["checkpoint"]))
     has_gt = labelled(df)
     modes = list(RANKINGS) if has_gt else [RANKINGS[0]]
