@@ -113,6 +113,7 @@ def test_tradeoff_figure_points_lines_and_colours():
     assert "λ1 0.01" in fig.data[0].hovertext[0] and fig.data[0].text[0] == "mtl"
     named = tradeoff.tradeoff_figure(syn.assign(name=["λ 0.01", None, None, None]), "abs", "miou")
     assert named.data[0].text[0] == "λ 0.01"
+    assert tradeoff.short_label("sweep-20261207-113435-0e6a-1-l1_1e-3-l2_1e-3 (runs/)") == "…-0e6a-1-l1_1e-3-l2_1e-3"
     assert tradeoff.short_label("shipped: demo (checkpoints/)") == "demo" == tradeoff.short_label("demo (runs/)")
     assert fig.layout.coloraxis.colorbar.ticktext[0] == "0"
     col = tradeoff.lambda_colour([0.0, 1e-5, 1.0, None, float("nan")])

@@ -24,6 +24,7 @@ SYMBOLS = {"shipped": "diamond", "run": "circle", "fine-tune": "square", "folder
            "sweep": "star", "base": "diamond-open"}
 COLOUR_BY = {"lambda_1": "λ1 (transferred-depth weight)", "lambda_2": "λ2 (transferred-seg weight)"}
 MAX_TEXT_LABELS = 12    # more points than this: names on hover only
+MAX_LABEL = 24          # longer point names keep their end (sweep runs differ in their λ suffix)
 _TICKS = [-6, -5, -4, -3, -2, -1, 0]
 _TICK_TEXT = ["0", "1e-5", "1e-4", "1e-3", "0.01", "0.1", "1"]
 
@@ -60,9 +61,11 @@ def hover_text(row: Mapping) -> str:
 
 
 def short_label(label: str) -> str:
-    """A point's name without the picker's prefix / root suffix: "shipped: demo (x/)" → "demo"."""
+    """A point's name without the picker's prefix / root suffix ("shipped: demo (x/)" → "demo"),
+    at most :data:`MAX_LABEL` characters."""
     label = label.split(": ", 1)[-1] if label.split(": ", 1)[0] in ("shipped", "run", "base") else label
-    return label.rsplit(" (", 1)[0] if label.endswith(")") else label
+    label = label.rsplit(" (", 1)[0] if label.endswith(")") else label
+    return label if len(label) <= MAX_LABEL else "…" + label[-(MAX_LABEL - 1):]   # a run's end tells it apart
 
 
 def _axis_title(name: str) -> str:
