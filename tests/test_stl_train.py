@@ -304,3 +304,10 @@ def test_cli_pcgrad_run_records_the_choice_and_the_cosine(synth_root, tmp_path, 
     assert saved["train"]["pcgrad"] is True and saved["train"]["cosine_every"] == 1
     (row,) = _rows(run / "metrics.csv")
     assert -1.0 <= float(row["grad_cos"]) <= 1.0
+
+
+def test_pcgrad_is_refused_under_torchrun_before_joining_the_process_group(synth_root, tmp_path, monkeypatch):
+    monkeypatch.setenv("WORLD_SIZE", "2")  # what torchrun sets; no process group must be started
+    with pytest.raises(XTaskError, match="pcgrad runs in one process only"):
+        Trainer(tiny_cfg(synth_root, tmp_path / "ddp", pcgrad=True))
+    assert not torch.distributed.is_initialized() and not (tmp_path / "ddp").exists()

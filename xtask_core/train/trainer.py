@@ -124,6 +124,9 @@ class Trainer:
         self.callbacks = list(callbacks or [])
         self.world_size = int(os.environ.get("WORLD_SIZE", "1"))
         self.distributed = self.world_size > 1
+        if cfg.pcgrad and self.distributed:  # refused before joining the process group
+            raise XTaskError("pcgrad runs in one process only (its per-group gradients bypass DDP's "
+                             "averaging); train without torchrun or without --pcgrad")
         self.device = _pick_device(cfg, device, self.distributed, int(os.environ.get("LOCAL_RANK", "0")))
         self.rank = self._init_distributed()
         self.is_main = self.rank == 0
@@ -148,9 +151,6 @@ class Trainer:
         self.first_losses: dict[str, float] = {}
         self.measure_cosine = cfg.cosine_every > 0 and cfg.task == "both" and not self.distributed
         self.pcgrad_generator = torch.Generator().manual_seed(cfg.seed)
-        if cfg.pcgrad and self.distributed:
-            raise XTaskError("pcgrad runs in one process only (its per-group gradients bypass DDP's "
-                             "averaging); train without torchrun or without --pcgrad")
         try:
             self._prepare_folder()
             seed_everything(cfg.seed)
