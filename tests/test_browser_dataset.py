@@ -69,8 +69,8 @@ def test_dataset_page_click_through_in_chromium(own_cache, server):  # noqa: F81
         query = parse_qs(urlparse(page.url).query)
         assert query["src"] == ["sample"] and stem in query["image"][0], page.url
         assert query["ckpts"] == ["shipped: tiny_b", "shipped: tiny_a"], page.url
-        main = page.locator("[data-testid='stMain']").inner_text()
-        assert "shipped: tiny_a" in main and "shipped: tiny_b" in main
+        for label in ("shipped: tiny_a", "shipped: tiny_b"):     # both chips of Compare's multiselect
+            page.locator("[data-testid='stMultiSelect']").get_by_text(label).first.wait_for(timeout=90_000)
         _shot(page, "d3_compare_from_dataset", shots)
         # the same address in a new browser context (a shared link) opens the same view
         other = browser.new_context(viewport={"width": 1400, "height": 1600}).new_page()
@@ -79,6 +79,7 @@ def test_dataset_page_click_through_in_chromium(own_cache, server):  # noqa: F81
         _idle(other)
         _no_errors(other, "compare deep link")
         assert stem in _sample_box_text(other)
-        assert "shipped: tiny_a" in other.locator("[data-testid='stMain']").inner_text()
+        for label in ("shipped: tiny_a", "shipped: tiny_b"):
+            other.locator("[data-testid='stMultiSelect']").get_by_text(label).first.wait_for(timeout=90_000)
         _shot(other, "d4_compare_deep_link", shots)
         browser.close()
