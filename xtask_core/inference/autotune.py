@@ -12,8 +12,9 @@ model and flags, torch version, thread count, model architecture, input shape an
 requested precision, device and the candidate set. The next process starts on the cached path
 at once; a change of any part measures again.
 
-The app calls :func:`start_warm_up` at start-up, so the measurement runs in a background thread
-and the first click finds the decision made.
+:func:`start_warm_up` runs the measurement in a background thread, so that a caller that starts
+it early (the app at start-up) finds the decision made at its first request. (As of 2026-12-07 the
+app does not call it yet: its first page measures the paths in the request.)
 """
 from __future__ import annotations
 
