@@ -5,6 +5,7 @@ import streamlit as st
 
 from xtask_app import cache, charts, downloads, pickers, selection
 from xtask_app.selection import shares_labels
+from xtask_app.ui import delta_m
 from xtask_core.evaluate.report import evaluate_predictions, metrics_row, per_class_iou_rows
 from xtask_core.viz import colour as viz
 from xtask_core.viz import figures
@@ -151,3 +152,4 @@ else:
 # everything above. Available: `models` (ModelStates, reference first), `same` (those sharing the
 # reference's label set) and `results` (label → SegDepthMetrics result on the evaluation subset; empty
 # when there is none).
+delta_m.show_for_checkpoints(same, results, images=f"the first {n_img} samples" if results else "")
