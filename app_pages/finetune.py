@@ -9,7 +9,7 @@ import streamlit as st
 
 from xtask_app import selection
 from xtask_app.ui import finetune as ft
-from xtask_core.config import DEPTH_LOSSES, TDEP_LOSSES, TSEG_LOSSES
+from xtask_core.config import DEPTH_LOSSES, LOSS_REDUCTIONS, TDEP_LOSSES, TSEG_LOSSES
 from xtask_core.train.finetune import MAX_SWEEP, SOURCES, SWEEP_MODES, data_sources, default_lambda
 
 st.title("Fine-tune")
@@ -65,6 +65,10 @@ c2.slider("Batch size", 1, 8, 2, key="ft_batch", disabled=running)
 c3.selectbox("Depth loss (lp)", DEPTH_LOSSES, key="ft_lp", disabled=running)
 c3.selectbox("Transferred-depth loss", TDEP_LOSSES, key="ft_tdep", disabled=running)
 c3.selectbox("Transferred-seg loss", TSEG_LOSSES, key="ft_tseg", disabled=running)
+c3.selectbox("Loss reduction", LOSS_REDUCTIONS, key="ft_loss_reduction", disabled=running,
+             help="original: the original code's arithmetic (λ means what it meant in the paper); masked: every "
+                  "masked term averaged over the pixels its mask keeps, so a term's weight does not depend on "
+                  "how much of the image is void or invalid")
 st.radio("Loss balancing", list(ft.BALANCING_LABELS), format_func=ft.BALANCING_LABELS.get,
          horizontal=True, key="ft_balancing", disabled=running or single_task)
 if single_task:

@@ -45,6 +45,8 @@ def test_finetune_page_widgets(tmp_path, monkeypatch):
     assert next(s for s in at.select_slider if s.label == "Learning rate")
     assert {s.label for s in at.selectbox} >= {"Depth loss (lp)", "Transferred-depth loss",
                                                "Transferred-seg loss"}
+    reduction = next(s for s in at.selectbox if s.label == "Loss reduction")
+    assert reduction.options == ["original", "masked"] and reduction.value == "original"
     balancing = next(r for r in at.radio if r.label == "Loss balancing")
     assert balancing.options[:3] == ["none (fixed λ)", "uncertainty weights (Kendall)", "GradNorm"]
     source = next(r for r in at.radio if r.label == "Training data")
@@ -107,6 +109,7 @@ def test_finetune_runs_to_completion(tmp_path, monkeypatch):
     at = run_page("finetune", env, monkeypatch, timeout=120)
     next(s for s in at.slider if s.label == "Steps").set_value(2)
     at.text_input[0].input("../my tune")            # sanitised, stays inside runs/
+    next(s for s in at.selectbox if s.label == "Loss reduction").set_value("masked")
     _button(at, "Start fine-tuning").click().run()
     assert not at.exception, at.exception
     assert not at.error, [e.value for e in at.error]
@@ -128,6 +131,8 @@ def test_finetune_runs_to_completion(tmp_path, monkeypatch):
     assert not at.exception
     assert saw_running or (run_dir / "best.safetensors").exists()
     assert (run_dir / "best.safetensors").is_file() and (run_dir / "metrics.csv").is_file()
+    import json
+    assert json.loads((run_dir / "config.json").read_text())["train"]["loss_reduction"] == "masked"
     assert not _button(at, "Start fine-tuning").disabled
     text = app_text(at)
     assert "Before / after on a fixed validation image" in text

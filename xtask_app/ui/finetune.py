@@ -148,6 +148,7 @@ def _args(state: ModelState, data: finetune.DataPlan) -> dict:
         lambda_1=ss["ft_lambda_1"], lambda_2=ss["ft_lambda_2"], lr=ss["ft_lr"], batch_size=ss["ft_batch"],
         lp=ss["ft_lp"], tdep_loss=ss["ft_tdep"], tseg_loss=ss["ft_tseg"],
         balancing="none" if stl else ss["ft_balancing"], ignore_index=state.ignore_index, limit_val=N_VAL,
+        loss_reduction=ss.get("ft_loss_reduction", "original"),
         dataset=data.dataset)
 
 
