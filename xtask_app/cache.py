@@ -31,7 +31,12 @@ def file_key(path: str | os.PathLike) -> tuple[str, float, int]:
 def _load_cached(path: str, mtime: float, size: int):
     # mtime and size are part of the cache key: a retrained file at the same path reloads.
     loaded = load_checkpoint(path)
-    return loaded, Predictor(loaded)
+    predictor = Predictor(loaded)
+    # Decide the inference path for the configured input size now, in a daemon thread (a cached
+    # decision is taken at once): pages never wait for the measurement, they run the exact
+    # reference path until it is done.
+    predictor.autotune_in_background()
+    return loaded, predictor
 
 
 def get_model(path: str | os.PathLike):

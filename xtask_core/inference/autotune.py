@@ -12,9 +12,10 @@ model and flags, torch version, thread count, model architecture, input shape an
 requested precision, device and the candidate set. The next process starts on the cached path
 at once; a change of any part measures again.
 
-:func:`start_warm_up` runs the measurement in a background thread, so that a caller that starts
-it early (the app at start-up) finds the decision made at its first request. (As of 2026-12-07 the
-app does not call it yet: its first page measures the paths in the request.)
+:func:`start_warm_up` runs :meth:`Predictor.autotune` in a background thread, so that a caller that
+starts it early finds the decision made at its first request; forwards wait for it meanwhile. The
+app uses ``Predictor.autotune_in_background`` instead, whose forwards run the exact reference path
+while the measurement runs, so no page waits for it.
 """
 from __future__ import annotations
 

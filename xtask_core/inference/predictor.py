@@ -3,10 +3,12 @@
 ``Predictor.route`` says which path runs and why. The candidates (:mod:`~xtask_core.inference.paths`:
 plain eager fp32, BN-folded, channels-last, fused oneDNN convolutions, traced + frozen graphs, bf16
 variants where the CPU has native bf16, autocast on CUDA) are timed for each input shape on
-first use (or by :meth:`Predictor.autotune`, which the app runs in a background thread at
-start-up: :func:`~xtask_core.inference.autotune.start_warm_up`), each checked against the plain fp32
-outputs, and the fastest that passes runs; the decision is cached on disk, so the next process
-starts on it at once (:mod:`~xtask_core.inference.autotune`).
+first use (or by :meth:`Predictor.autotune`), each checked against the plain fp32 outputs, and the
+fastest that passes runs; the decision is cached on disk, so the next process starts on it at once
+(:mod:`~xtask_core.inference.autotune`). :meth:`Predictor.autotune_in_background` (what the app
+calls right after loading a checkpoint) measures in a daemon thread instead: meanwhile forwards of
+that shape run the exact reference (the model itself, eager fp32; route source "pending") rather
+than wait, and later ones take the measured path.
 
 Forcing a path: ``Predictor(..., path="eager")`` or the environment variable ``XTASK_INFER_PATH``
 (the argument wins). ``path="eager"`` (or ``fast=False`` with ``precision="fp32"``) is the exact
@@ -15,7 +17,12 @@ reference: the caller's model itself. ``fast=False`` runs the caller's model eag
 
 The shared model is never modified (the app caches one per checkpoint and shares it between
 sessions): folding, casting and layout changes happen on private copies. One lock serialises
-measurements and forwards, so a Predictor may be shared by several threads (Streamlit sessions).
+foreground measurements and forwards, so a Predictor may be shared by several threads (Streamlit
+sessions); a short-held second lock guards the route table. A background measurement holds neither
+while it runs: its candidates other than "eager" are private copies, and "eager" runs the shared
+model in eval mode under ``no_grad``, whose forward only reads its weights, so a reference forward
+may run on it at the same time (it then slows the calls it overlaps; the route's reason counts
+such forwards).
 """
 from __future__ import annotations
 
@@ -171,7 +178,9 @@ class Route:
     ``name``: a key of :data:`~xtask_core.inference.paths.SPECS` ("eager", "folded", …, or
     "pending" before the first measurement); ``precision``: what it computes in; ``source``:
     "measured", "cached" (a decision measured earlier, possibly by another process), "forced"
-    (argument or ``XTASK_INFER_PATH``), "reference" (``fast=False``) or "pending";
+    (argument or ``XTASK_INFER_PATH``), "reference" (``fast=False``, or a background measurement
+    that failed: ``fallback`` says why) or "pending" (nothing decided yet; with ``name`` "eager":
+    a background measurement is running and the exact reference runs meanwhile);
     ``times_ms``: median ms per call of each measured candidate (from the measurement, also when
     cached); ``rejected``: candidate → why not used; ``fallback``: why the chosen path was given
     up at run time ("" if it was not).
@@ -245,17 +254,24 @@ class Predictor:
         self._model = model
         self.budget_s = float(budget_s)
         self._cache = tuning.DecisionCache(cache_dir) if cache_dir is not None else None
-        self._lock = threading.RLock()
+        self._lock = threading.RLock()        # serialises foreground measurements and forwards
+        self._table = threading.RLock()       # guards _runners, _routes, _pending (held briefly)
         self._runners: dict[str, PathRunner] = {}
         self._routes: dict[tuple, Route] = {}
+        self._pending: dict[tuple, Route] = {}  # shapes measured in the background right now
+        self._done: dict[tuple, threading.Event] = {}
+        self._threads: dict[tuple, threading.Thread] = {}
+        self._overlaps: dict[tuple, int] = {}   # forwards run while that shape was measured
         self._last: tuple | None = None
 
     # ----------------------------------------------------------------- routes
     def _runner(self, name: str) -> PathRunner:
-        r = self._runners.get(name)
-        if r is None:
+        with self._table:
+            r = self._runners.get(name)
+        if r is None:  # built outside the table lock (a deep copy can take a while); the first kept
             r = PathRunner(name, self._model, self.device, eager_precision="fp32" if self.fast else self._resolved)
-            self._runners[name] = r
+            with self._table:
+                r = self._runners.setdefault(name, r)
         return r
 
     def _make_route(self, name: str, source: str, reason: str, shape: tuple,
@@ -268,22 +284,33 @@ class Predictor:
                      dict(decision.rejected) if decision else {}, "", shape)
 
     def _keep_only(self, keep: set) -> None:
-        keep = keep | {r.name for r in self._routes.values()}
-        for name in [n for n in self._runners if n not in keep]:
-            del self._runners[name]  # frees the copy (and its traced graphs)
+        with self._table:
+            keep = keep | {r.name for r in self._routes.values()} | ({"eager"} if self._pending else set())
+            for name in [n for n in self._runners if n not in keep]:
+                del self._runners[name]  # frees the copy (and its traced graphs)
 
-    def _measure(self, shape: tuple, remeasure: bool = False) -> Route:
+    def _decision_key(self, shape: tuple) -> tuple[list, dict, str, tuning.DecisionCache]:
         names = candidate_paths(self.device, self.requested_precision)
         device = str(self.device) if self.device.type == "cpu" else torch.cuda.get_device_name(self.device)
         parts = {"model": self.config.to_dict(), "shape": list(shape), "batch": shape[0],
                  "precision": self.requested_precision, "device": device, "candidates": names}
-        key = tuning.cache_key(parts)
-        cache = self._cache or tuning.DecisionCache()
+        return names, parts, tuning.cache_key(parts), self._cache or tuning.DecisionCache()
+
+    def _cached_route(self, shape: tuple) -> Route | None:
+        """The route of a decision cached for ``shape`` (this process or on disk), or None."""
+        names, _, key, cache = self._decision_key(shape)
+        d = cache.get(key)
+        if d is None or d.chosen not in names:
+            return None
+        self._keep_only({d.chosen})
+        return self._make_route(d.chosen, "cached", d.reason, shape, d)
+
+    def _measure(self, shape: tuple, remeasure: bool = False) -> Route:
         if not remeasure:
-            d = cache.get(key)
-            if d is not None and d.chosen in names:
-                self._keep_only({d.chosen})
-                return self._make_route(d.chosen, "cached", d.reason, shape, d)
+            cached = self._cached_route(shape)
+            if cached is not None:
+                return cached
+        names, parts, key, cache = self._decision_key(shape)
         x = probe_input(shape)
 
         def builder(name: str):
@@ -304,7 +331,8 @@ class Predictor:
         return self._make_route(d.chosen, "measured", d.reason, shape, d)
 
     def _route_for(self, shape: tuple, remeasure: bool = False) -> Route:
-        r = None if remeasure else self._routes.get(shape)
+        with self._table:
+            r = None if remeasure else self._routes.get(shape) or self._pending.get(shape)
         if r is not None:
             return r
         if not self.fast:
@@ -313,7 +341,8 @@ class Predictor:
             r = self._make_route(self._forced, "forced", f"by {self._forced_by}", shape)
         else:
             r = self._measure(shape, remeasure=remeasure)
-        self._routes[shape] = r
+        with self._table:
+            self._routes[shape] = r
         return r
 
     def autotune(self, size: tuple[int, int] | None = None, batch: int = 1, remeasure: bool = False) -> Route:
@@ -321,15 +350,82 @@ class Predictor:
         ((H, W), multiples of 32; default the config's size) now, and run it once, so the first
         real request does not wait. ``remeasure=True`` ignores earlier decisions. Returns the
         :class:`Route`. Thread-safe; blocks other forwards of this Predictor while it runs."""
-        if batch < 1:
-            raise XTaskError(f"batch must be >= 1, got {batch}")
-        h, w = self._size(size)
-        shape = (int(batch), 3, h, w)
+        shape = self._shape(size, batch)
+        self.wait_for_route(size, batch)  # a background measurement of this shape: its result
         with self._lock:
             route = self._route_for(shape, remeasure=remeasure)
             self._runner(route.name)(probe_input(shape))  # builds a traced graph for this shape, if any
             self._last = shape
             return route
+
+    def _shape(self, size, batch: int) -> tuple:
+        if batch < 1:
+            raise XTaskError(f"batch must be >= 1, got {batch}")
+        h, w = self._size(size)
+        return (int(batch), 3, h, w)
+
+    def autotune_in_background(self, size: tuple[int, int] | None = None, batch: int = 1) -> Route:
+        """Decide the path for ``batch``×3×size (default the config's size) without blocking.
+
+        A forced path, ``fast=False``, a shape already decided or a decision cached for it (this
+        process or on disk) is taken at once, with no thread. Otherwise a daemon thread measures
+        the candidates (as :meth:`autotune`) and, until it is done, forwards of this shape run
+        the exact reference (the model itself, eager fp32) and report a route with source
+        "pending"; then they run the measured path. If the measurement raises, the shape stays on
+        the reference path (source "reference", ``fallback`` saying why). Returns the route now
+        in effect; :meth:`wait_for_route` waits for the decision.
+        """
+        shape = self._shape(size, batch)
+        with self._table:
+            r = self._routes.get(shape) or self._pending.get(shape)
+            if r is not None:
+                return r
+        if not self.fast or self._forced is not None:
+            return self._route_for(shape)
+        cached = self._cached_route(shape)
+        with self._table:
+            if shape in self._routes or shape in self._pending:  # another thread was quicker
+                return self._routes.get(shape) or self._pending[shape]
+            if cached is not None:
+                self._routes[shape] = cached
+                return cached
+            pending = self._make_route("eager", "pending", "measuring in the background; the exact reference "
+                                       "runs meanwhile", shape)
+            self._pending[shape], self._done[shape], self._overlaps[shape] = pending, threading.Event(), 0
+            th = threading.Thread(target=self._measure_in_background, args=(shape,), name="xtask-autotune",
+                                  daemon=True)
+            self._threads[shape] = th
+        th.start()
+        return pending
+
+    def _measure_in_background(self, shape: tuple) -> None:
+        try:
+            route = self._measure(shape)
+            with self._table:
+                n = self._overlaps.get(shape, 0)
+            if n and route.source == "measured":
+                route = replace(route, reason=f"{route.reason}; {n} reference forward(s) ran alongside")
+        except Exception as err:  # noqa: BLE001 - background work never takes the app down: stay exact
+            route = replace(self._make_route("eager", "reference", "the background measurement failed", shape),
+                            fallback=f"measurement {tuning.short_error(err)}")
+        with self._table:
+            self._routes[shape] = route
+            self._pending.pop(shape, None)
+            done = self._done[shape]
+        done.set()
+
+    def wait_for_route(self, size: tuple[int, int] | None = None, batch: int = 1,
+                       timeout: float | None = None) -> Route | None:
+        """Wait (at most ``timeout`` s; None: no limit) for a background measurement of
+        ``batch``×3×size started by :meth:`autotune_in_background`; returns the decided route, or
+        None when none is decided yet (still measuring, or never started)."""
+        shape = self._shape(size, batch)
+        with self._table:
+            done = self._done.get(shape)
+        if done is not None:
+            done.wait(timeout)
+        with self._table:
+            return self._routes.get(shape)
 
     def warmup(self, size: tuple[int, int] | None = None, batch: int = 1) -> Route:
         """Same as :meth:`autotune` (kept for callers of the older name)."""
@@ -338,8 +434,8 @@ class Predictor:
     @property
     def route(self) -> Route:
         """The :class:`Route` of the last input shape run (or decided); a "pending" one before."""
-        with self._lock:
-            r = self._routes.get(self._last) if self._last is not None else None
+        with self._table:
+            r = self._routes.get(self._last) or self._pending.get(self._last) if self._last is not None else None
         if r is not None:
             return r
         if not self.fast or self._forced is not None:
@@ -351,7 +447,7 @@ class Predictor:
     @property
     def routes(self) -> dict:
         """Every decided input shape (N, 3, H, W) → its :class:`Route`."""
-        with self._lock:
+        with self._table:
             return dict(self._routes)
 
     @property
@@ -396,14 +492,18 @@ class Predictor:
 
         Same contract as ``model(x)``: float32 N×C×H×W, N×C×H×W, N×1×H×W, N×1×H×W on
         ``self.device`` (contiguous); seg_t and depth_t are None with ``direct_only``. The first
-        call for a new shape measures the candidate paths (or reads the cached decision). If
-        the chosen path fails at run time, this shape falls back to eager (``route.fallback``).
+        call for a new shape measures the candidate paths (or reads the cached decision); while
+        :meth:`autotune_in_background` measures this shape, the exact reference runs instead of
+        waiting. If the chosen path fails at run time, this shape falls back to eager (``route.fallback``).
         """
         self._check_input(x)
         shape = tuple(int(v) for v in x.shape)
         with self._lock:
             route = self._route_for(shape)
             self._last = shape
+            if route.source == "pending":
+                with self._table:
+                    self._overlaps[shape] = self._overlaps.get(shape, 0) + 1
             try:
                 return self._runner(route.name)(x, direct_only=direct_only)
             except XTaskError:
@@ -411,9 +511,10 @@ class Predictor:
             except Exception as err:  # noqa: BLE001 - a failing fast path: run eager, say why
                 if route.name == "eager":
                     raise
-                self._routes[shape] = replace(self._make_route("eager", route.source, route.reason, shape),
-                                              times_ms=route.times_ms, rejected=route.rejected,
-                                              fallback=f"{route.name} {tuning.short_error(err)}")
+                with self._table:
+                    self._routes[shape] = replace(self._make_route("eager", route.source, route.reason, shape),
+                                                  times_ms=route.times_ms, rejected=route.rejected,
+                                                  fallback=f"{route.name} {tuning.short_error(err)}")
                 return self._runner("eager")(x, direct_only=direct_only)
 
     __call__ = forward
