@@ -2,6 +2,7 @@
 import streamlit as st
 
 from xtask_app import cache, charts, downloads, pickers, selection, settings
+from xtask_app.ui import baseline as baseline_ui
 from xtask_app.ui.energy_study import EXPLANATION, show_study
 from xtask_core.evaluate import analysis
 from xtask_core.evaluate.report import energy_error_study, has_energy
@@ -102,12 +103,14 @@ with tab_one:
     else:
         show_study(energy_error_study([pred], [picked.gt_seg], [picked.gt_depth], state.ignore_index),
                    "this image", unit, "err_one")
+        baseline_ui.pixel_baseline([pred], [picked.gt_seg], state.ignore_index, "this image", "err_bl_one")
 with tab_sub:
     if n_avail:
         n = st.slider("Samples (pixels of all images pooled)", 1, n_avail, min(8, n_avail),
                       key="err_n") if n_avail > 1 else 1
         preds, segs, deps, _ = pickers.subset(state, n)
         show_study(energy_error_study(preds, segs, deps, state.ignore_index), f"{n} samples", unit, "err_sub")
+        baseline_ui.pixel_baseline(preds, segs, state.ignore_index, f"{n} samples", "err_bl_sub")
     else:
         st.info(f"No sample in {settings.samples_dir()} is labelled for this model ({state.label_set_name}); "
                 "a dataset split of its own kind can be scored one item at a time in the tab on the left.")

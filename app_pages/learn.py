@@ -3,6 +3,7 @@ import pandas as pd
 import streamlit as st
 
 from xtask_app import cache, charts, downloads, pickers, selection
+from xtask_app.ui import baseline as baseline_ui
 from xtask_core.evaluate.report import energy_error_study, energy_row, has_energy, image_metrics, study_sentences
 from xtask_core.inference.transfer import transfer_from_ground_truth
 from xtask_core.viz.display import absent_outputs_note, apply_corruptions, depth_range, energy_scale, wipe
@@ -140,6 +141,7 @@ else:
                "errors. A checkpoint trained without the consistency losses (λ1 = λ2 = 0) has untrained transfer "
                "nets, so its energy carries no signal at all. The Error maps page pools a subset of images and "
                "draws the full analysis (sparsification curves, error per energy bin).")
+    baseline_ui.learn_section(state, clean_rgb, bad_pred, picked.gt_seg)   # energy beside the confidence
 
 # --------------------------------------------------------------------------- step 4
 st.header("Step 4 · What did the transfer nets learn?", divider="gray")
