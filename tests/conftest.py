@@ -16,6 +16,12 @@ os.environ.setdefault("XTASK_TEST", "1")
 # (trainer, DDP ranks, the streamlit server): one thread each avoids oversubscribing 2 cores.
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("XTASK_NO_TQDM", "1")
+# Path decisions and records the tests make stay out of the user's ~/.cache/xtask (a test that
+# checks the cache itself points XTASK_CACHE_DIR at its own tmp_path).
+if "XTASK_CACHE_DIR" not in os.environ:
+    import tempfile
+
+    os.environ["XTASK_CACHE_DIR"] = tempfile.mkdtemp(prefix="xtask-test-cache-")
 
 import torch  # noqa: E402  (after OMP_NUM_THREADS so it takes effect)
 
