@@ -424,3 +424,59 @@ def test_train_state_refuses_unloadable_objects(tmp_path, tiny_model):
     with pytest.raises(XTaskError, match=r"train state\['balancer'\]\['initial_losses'\] is a numpy.ndarray"):
         ck.save_train_state(tmp_path / "last.pt", model=tiny_model, balancer=Balancer())
     assert not (tmp_path / "last.pt").exists()
+
+
+def _raw_meta(path) -> str:
+    from safetensors import safe_open
+    with safe_open(str(path), "pt") as f:
+        return f.metadata()["meta"]
+
+
+def test_checkpoint_meta_round_trips_every_shipped_header(repo_root):
+    paths = sorted((repo_root / "checkpoints").glob("*/best.safetensors"))
+    assert len(paths) >= 3
+    for path in paths:
+        raw = _raw_meta(path)
+        card = ck.CheckpointMeta.from_dict(json.loads(raw))
+        assert json.dumps(card.to_dict()) == raw, path  # same keys, order, values: byte-equal JSON
+        assert card.name == path.parent.name and card.class_names and card.training
+        loaded = ck.load_checkpoint(path, "cpu")
+        assert loaded.card.to_dict() == loaded.meta
+
+
+def test_checkpoint_meta_keeps_unknown_and_odd_keys_in_extra():
+    d = ck.default_meta(7, "synthetic")
+    d["training"] = None           # a known key with an unexpected type
+    d["ignore_index"] = True       # a bool is not an int here
+    d["data_note"] = {"kept": [1, 2]}
+    card = ck.CheckpointMeta.from_dict(d)
+    assert set(card.extra) == {"training", "ignore_index", "data_note"}
+    back = card.to_dict()
+    assert back == d and list(back) == list(d)
+
+
+@pytest.mark.parametrize("dataset,n", [("cityscapes", 7), ("cityscapes", 19), ("nyuv2", 13), ("synthetic", 7)])
+def test_checkpoint_meta_for_dataset_matches_labels(dataset, n):
+    from xtask_core.data import labels
+    card = ck.CheckpointMeta.for_dataset(n, dataset)
+    assert card.dataset == dataset
+    assert list(card.class_names) == labels.class_names(dataset, n)
+    assert [list(c) for c in card.palette] == labels.palette(dataset, n).tolist()
+    assert card.ignore_index == labels.ignore_index(dataset)
+    assert card.depth_kind == labels.depth_kind(dataset)
+    assert ck.CheckpointMeta.for_dataset(n) == ck.CheckpointMeta.for_dataset(n, labels.dataset_for_classes(n))
+    assert ck.default_meta(n, dataset) == card.to_dict()
+
+
+def test_checkpoint_meta_is_frozen():
+    import dataclasses
+    card = ck.CheckpointMeta.for_dataset(13)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        card.name = "other"  # type: ignore[misc]
+    with pytest.raises(TypeError):
+        card.training["epochs"] = 3  # type: ignore[index]
+    out = card.to_dict()
+    out["class_names"].append("extra")
+    out["training"]["epochs"] = 3
+    assert len(card.class_names) == 13 and dict(card.training) == {}
+    assert dataclasses.replace(card, name="x").name == "x" and card.name == ""

@@ -23,11 +23,13 @@ Every user-fixable problem raises a one-line :class:`XTaskError`.
 from __future__ import annotations
 
 import colorsys
+import copy
 import json
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 
 import torch
@@ -55,7 +57,7 @@ from xtask_core.model.stl import build_model
 FORMAT = "xtask/1"
 TRAIN_STATE_FORMAT = "xtask-train/1"
 # Re-exported: callers and tests read these through the checkpoint module too.
-__all__ = ["FORMAT", "TRAIN_STATE_FORMAT", "DEFAULT_MAX_BYTES", "Loaded", "default_meta",
+__all__ = ["FORMAT", "TRAIN_STATE_FORMAT", "DEFAULT_MAX_BYTES", "Loaded", "CheckpointMeta", "default_meta",
            "save_checkpoint", "load_checkpoint", "infer_config", "save_train_state",
            "load_train_state", "describe", "read_tensor_file", "describe_key_mismatch"]
 
@@ -99,38 +101,103 @@ def _generic_palette(n: int) -> list[list[int]]:
             for i in range(n)]
 
 
-def default_meta(num_classes: int, dataset: str | None = None) -> dict:
-    """Meta dict for a model of ``num_classes`` trained on ``dataset``.
+_DISPARITY_NOTE = ("inverse depth = disparity_px / 256 (PNG (p-1)/256²), clipped at 0.4922; "
+                   "metres ≈ 0.209 m × 2262.52 px / (256 × value)")
 
-    ``dataset=None`` guesses from the class count (13 → nyuv2; 7 or 19 → cityscapes; else
-    "unknown"). Class names and palettes come from :mod:`xtask_core.data.labels`; a class
-    count without a table gets "class k" names and generated colours.
+
+def _readonly(value: Any) -> MappingProxyType:
+    return MappingProxyType(copy.deepcopy(dict(value)))
+
+
+@dataclass(frozen=True)
+class CheckpointMeta:
+    """The ``meta`` header of a checkpoint as a read-only value.
+
+    Known keys are fields (sequences as tuples, mappings as read-only views); any other key, or a
+    known key whose value has an unexpected type, is kept verbatim in ``extra`` so that
+    ``CheckpointMeta.from_dict(d).to_dict() == d`` (same keys, same order) for every header that
+    holds the known keys, which is every header :func:`save_checkpoint` writes from
+    :func:`default_meta`. A header missing a known key gets that key's default back.
     """
-    dataset = dataset or _guess_dataset(num_classes)
-    names: list[str] | None = None
-    colours: list | None = None
-    try:
-        names = [str(n) for n in labels.class_names(dataset, num_classes)]
-        colours = [[int(c) for c in rgb] for rgb in labels.palette(dataset, num_classes)]
-    except XTaskError:
-        pass  # no table for this (dataset, class count): generic names below
-    if not names or len(names) != num_classes:
-        names = [f"class {i}" for i in range(num_classes)]
-    if not colours or len(colours) != num_classes:
-        colours = _generic_palette(num_classes)
-    nyu = dataset == "nyuv2"
-    return {
-        "name": "",
-        "dataset": dataset,
-        "class_names": names,
-        "palette": colours,
-        "ignore_index": -1 if nyu else 250,
-        "depth_kind": "depth" if nyu else "disparity",
-        "depth_scale_note": ("metres" if nyu else
-                             "inverse depth = disparity_px / 256 (PNG (p-1)/256²), clipped at 0.4922; "
-                             "metres ≈ 0.209 m × 2262.52 px / (256 × value)"),
-        "training": {},
-    }
+
+    name: str = ""
+    dataset: str = "unknown"
+    class_names: tuple[str, ...] = ()
+    palette: tuple[tuple[int, ...], ...] = ()
+    ignore_index: int = labels.CITYSCAPES_IGNORE
+    depth_kind: str = "disparity"
+    depth_scale_note: str = _DISPARITY_NOTE
+    training: Mapping[str, Any] = field(default_factory=dict)
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "class_names", tuple(self.class_names))
+        object.__setattr__(self, "palette", tuple(tuple(c) for c in self.palette))
+        object.__setattr__(self, "training", _readonly(self.training))
+        object.__setattr__(self, "extra", _readonly(self.extra))
+
+    @classmethod
+    def for_dataset(cls, num_classes: int, dataset: str | None = None) -> CheckpointMeta:
+        """Meta of a model of ``num_classes`` trained on ``dataset``, from :mod:`xtask_core.data.labels`.
+
+        ``dataset=None`` guesses from the class count (13 → nyuv2; 7 or 19 → cityscapes; else
+        "unknown"). A (dataset, class count) without a table gets "class k" names and generated
+        colours; an unknown dataset reads like Cityscapes (ignore 250, disparity).
+        """
+        dataset = dataset or _guess_dataset(num_classes)
+        names: list[str] | None = None
+        colours: list | None = None
+        try:
+            names = [str(n) for n in labels.class_names(dataset, num_classes)]
+            colours = [[int(c) for c in rgb] for rgb in labels.palette(dataset, num_classes)]
+        except XTaskError:
+            pass  # no table for this (dataset, class count): generic names below
+        if not names or len(names) != num_classes:
+            names = [f"class {i}" for i in range(num_classes)]
+        if not colours or len(colours) != num_classes:
+            colours = _generic_palette(num_classes)
+        try:
+            ignore, kind = labels.ignore_index(dataset), labels.depth_kind(dataset)
+        except XTaskError:  # a dataset labels.py does not know
+            ignore, kind = labels.CITYSCAPES_IGNORE, "disparity"
+        return cls(dataset=dataset, class_names=names, palette=colours, ignore_index=ignore,
+                   depth_kind=kind, depth_scale_note="metres" if kind == "depth" else _DISPARITY_NOTE)
+
+    @classmethod
+    def from_dict(cls, meta: Mapping[str, Any]) -> CheckpointMeta:
+        """Read a ``meta`` header (e.g. :attr:`Loaded.meta`); nothing in it is dropped."""
+        known: dict[str, Any] = {}
+        extra: dict[str, Any] = {}
+        for key, value in meta.items():
+            kind = _META_TYPES.get(key)
+            ok = kind is not None and isinstance(value, kind) and not (kind is int and isinstance(value, bool))
+            if ok and key == "palette":
+                ok = all(isinstance(c, list) for c in value)
+            (known if ok else extra)[key] = value
+        return cls(**known, extra=extra)
+
+    def to_dict(self) -> dict:
+        """Plain JSON-ready dict: the known keys in header order, then ``extra`` (which wins a clash)."""
+        out: dict[str, Any] = {
+            "name": self.name, "dataset": self.dataset, "class_names": list(self.class_names),
+            "palette": [list(c) for c in self.palette], "ignore_index": self.ignore_index,
+            "depth_kind": self.depth_kind, "depth_scale_note": self.depth_scale_note,
+            "training": copy.deepcopy(dict(self.training)),
+        }
+        out.update(copy.deepcopy(dict(self.extra)))
+        return out
+
+
+_META_TYPES: dict[str, type] = {
+    "name": str, "dataset": str, "class_names": list, "palette": list, "ignore_index": int,
+    "depth_kind": str, "depth_scale_note": str, "training": dict,
+}
+
+
+def default_meta(num_classes: int, dataset: str | None = None) -> dict:
+    """Meta dict for a model of ``num_classes`` trained on ``dataset``: a fresh, mutable
+    :meth:`CheckpointMeta.for_dataset` ``.to_dict()``."""
+    return CheckpointMeta.for_dataset(num_classes, dataset).to_dict()
 
 
 # --------------------------------------------------------------------------- saving
@@ -146,6 +213,11 @@ class Loaded:
     meta: dict
     source: str
     path: Path
+
+    @property
+    def card(self) -> CheckpointMeta:
+        """:attr:`meta` as a read-only :class:`CheckpointMeta`."""
+        return CheckpointMeta.from_dict(self.meta)
 
 
 def _plain_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
