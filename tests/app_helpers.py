@@ -19,10 +19,10 @@ PAGE_DIR = Path(__file__).resolve().parents[1] / "app_pages"
 def tiny_model(seed: int):
     import torch
 
-    from xtask_core.config import ModelConfig
+    from tests.tiny import tiny_model_config
     from xtask_core.model import XTaskNet
     torch.manual_seed(seed)
-    cfg = ModelConfig(enc_layers=18, num_classes=7, mid_features=8, ttnet_features=4, height=64, width=64)
+    cfg = tiny_model_config()
     return XTaskNet(cfg).eval()
 
 

@@ -36,9 +36,8 @@ def repo_root() -> Path:
 @pytest.fixture
 def tiny_config():
     """Smallest sensible XTaskNet: ResNet18, 8-wide decoders, 4-wide TTNets, 64x64 input."""
-    from xtask_core.config import ModelConfig
-    return ModelConfig(enc_layers=18, num_classes=7, mid_features=8, ttnet_features=4,
-                       height=64, width=64)
+    from tests.tiny import tiny_model_config
+    return tiny_model_config()
 
 
 @pytest.fixture

@@ -9,11 +9,11 @@ from tests.app_helpers import app_text, make_app_env, run_page
 def _write_stl(path: Path, task: str) -> Path:
     import torch
 
+    from tests.tiny import tiny_model_config
     from xtask_core.checkpoint import default_meta, save_checkpoint
-    from xtask_core.config import ModelConfig
     from xtask_core.model.stl import build_model
     torch.manual_seed(1)
-    cfg = ModelConfig(enc_layers=18, num_classes=7, mid_features=8, ttnet_features=4, height=64, width=64, task=task)
+    cfg = tiny_model_config(task=task)
     meta = default_meta(7, "synthetic")
     meta["name"] = path.stem
     return save_checkpoint(path, build_model(cfg).eval(), meta)

@@ -14,11 +14,11 @@ def write_model(path: Path, num_classes: int, dataset: str) -> Path:
     """A tiny 64×64 checkpoint with ``num_classes`` classes whose card says ``dataset``."""
     import torch
 
+    from tests.tiny import tiny_model_config
     from xtask_core.checkpoint import default_meta, save_checkpoint
-    from xtask_core.config import ModelConfig
     from xtask_core.model import XTaskNet
     torch.manual_seed(0)
-    cfg = ModelConfig(enc_layers=18, num_classes=num_classes, mid_features=8, ttnet_features=4, height=64, width=64)
+    cfg = tiny_model_config(num_classes=num_classes)
     meta = default_meta(num_classes, dataset)
     meta["name"] = path.stem
     return save_checkpoint(path, XTaskNet(cfg).eval(), meta)

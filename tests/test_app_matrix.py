@@ -23,9 +23,9 @@ import torch
 from streamlit.testing.v1 import AppTest
 
 from tests.app_helpers import PAGE_DIR, set_env, write_samples
+from tests.tiny import tiny_model_config
 from xtask_app.pickers import sample_source
 from xtask_core.checkpoint import default_meta, save_checkpoint
-from xtask_core.config import ModelConfig
 from xtask_core.data.samples import find_samples
 from xtask_core.evaluate.report import labels_fit
 from xtask_core.model.stl import build_model
@@ -45,8 +45,7 @@ PARTNER = {"shipped: nyuv2_13": "shipped: demo7"}         # compare's second che
 
 def _model(num_classes: int, seed: int, height: int = 64, width: int = 64, task: str = "both"):
     torch.manual_seed(seed)
-    cfg = ModelConfig(enc_layers=18, num_classes=num_classes, mid_features=8, ttnet_features=4,
-                      height=height, width=width, task=task)
+    cfg = tiny_model_config(num_classes=num_classes, height=height, width=width, task=task)
     return build_model(cfg).eval()
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from xtask_core.config import ModelConfig
+from tests.tiny import tiny_model_config
 from xtask_core.errors import XTaskError
 from xtask_core.inference import autotune as tuning
 from xtask_core.inference.autotune import Decision, DecisionCache, choose, output_checks
@@ -192,8 +192,7 @@ def tiny():
     from xtask_core.model import XTaskNet
 
     torch.manual_seed(0)
-    return XTaskNet(ModelConfig(enc_layers=18, num_classes=7, mid_features=8, ttnet_features=4,
-                                height=64, width=64)).eval()
+    return XTaskNet(tiny_model_config()).eval()
 
 
 @pytest.fixture

@@ -326,12 +326,12 @@ def nyuv2_server(tmp_path):
     else:
         import torch
 
+        from tests.tiny import tiny_model_config
         from xtask_core.checkpoint import default_meta, save_checkpoint
-        from xtask_core.config import ModelConfig
         from xtask_core.model import XTaskNet
         env = make_app_env(tmp_path)
         torch.manual_seed(3)
-        cfg = ModelConfig(enc_layers=18, num_classes=13, mid_features=8, ttnet_features=4, height=64, width=64)
+        cfg = tiny_model_config(num_classes=13)
         meta = default_meta(13, "nyuv2")
         meta["name"] = "tiny nyuv2"
         save_checkpoint(Path(env["XTASK_CHECKPOINT_DIR"]) / "tiny_nyuv2.safetensors", XTaskNet(cfg).eval(), meta)

@@ -10,6 +10,7 @@ import struct
 import pytest
 import torch
 
+from tests.tiny import tiny_model_config
 from xtask_core import checkpoint as ck
 from xtask_core.config import ModelConfig, TrainConfig
 from xtask_core.errors import XTaskError
@@ -36,8 +37,7 @@ def _one_line(err: pytest.ExceptionInfo) -> str:
 @pytest.fixture(scope="module")
 def _bn_model_once():
     torch.manual_seed(0)
-    cfg = ModelConfig(enc_layers=18, num_classes=7, mid_features=8, ttnet_features=4,
-                      batch_norm=True, height=64, width=64)
+    cfg = tiny_model_config(batch_norm=True)
     model = XTaskNet(cfg)
     with torch.no_grad():  # make BN buffers non-default so a round trip is a real test
         model.train()(torch.randn(2, 3, 64, 64))
@@ -47,8 +47,7 @@ def _bn_model_once():
 @pytest.fixture(scope="module")
 def _tiny_model_once():
     torch.manual_seed(0)
-    return XTaskNet(ModelConfig(enc_layers=18, num_classes=7, mid_features=8, ttnet_features=4,
-                                height=64, width=64)).eval()
+    return XTaskNet(tiny_model_config()).eval()
 
 
 @pytest.fixture

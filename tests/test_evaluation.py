@@ -6,7 +6,7 @@ import math
 import pytest
 import torch
 
-from xtask_core.config import ModelConfig
+from tests.tiny import tiny_model_config
 from xtask_core.errors import XTaskError
 from xtask_core.evaluate.split import evaluate_split
 
@@ -33,8 +33,7 @@ def model():
     from xtask_core.model import XTaskNet
 
     torch.manual_seed(0)
-    net = XTaskNet(ModelConfig(enc_layers=18, num_classes=7, mid_features=8, ttnet_features=4,
-                               height=64, width=128))
+    net = XTaskNet(tiny_model_config(width=128))
     g = torch.Generator().manual_seed(1)
     for m in net.modules():
         if isinstance(m, torch.nn.BatchNorm2d):

@@ -6,7 +6,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from xtask_core.config import ModelConfig
+from tests.tiny import tiny_model_config
 from xtask_core.errors import XTaskError
 from xtask_core.train import finetune
 
@@ -67,7 +67,7 @@ def test_plan_data_folder_layouts(tmp_path):
 
 
 def test_finetune_args_dataset_and_balancing(tmp_path):
-    cfg = ModelConfig(enc_layers=18, num_classes=13, mid_features=8, ttnet_features=4, height=64, width=64)
+    cfg = tiny_model_config(num_classes=13)
     args = finetune.finetune_args("base.safetensors", cfg, tmp_path, steps=20, dataset="nyuv2", ignore_index=-1,
                                   lambda_1=0.0, lambda_2=1e-5)
     assert args["dataset"] == "nyuv2" and args["num_classes"] == 13 and args["max_steps"] == 20
@@ -110,7 +110,7 @@ def test_quick_eval_of_a_single_task_model(tmp_path, task):
     from xtask_core.checkpoint import default_meta, load_checkpoint, save_checkpoint
     from xtask_core.model.stl import build_model
     root = finetune.small_set("street", tmp_path, 64, 64, n_train=1, n_val=2)
-    cfg = ModelConfig(enc_layers=18, num_classes=7, mid_features=8, ttnet_features=4, height=64, width=64, task=task)
+    cfg = tiny_model_config(task=task)
     path = save_checkpoint(tmp_path / "stl.safetensors", build_model(cfg).eval(), default_meta(7, "synthetic"))
     out = finetune.quick_eval(load_checkpoint(path, device="cpu"), root, limit=2)
     present, absent = ("miou", "abs") if task == "segmt" else ("abs", "miou")

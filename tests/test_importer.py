@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 
+from tests.tiny import tiny_model_config
 from xtask_core import cli
-from xtask_core.config import ModelConfig
 from xtask_core.tools.import_xtask_mt import (
     find_experiment_block,
     parse_key_values,
@@ -51,8 +51,7 @@ def exp_dir(tmp_path):
     exp = exps / "007"
     (exp / "model").mkdir(parents=True)
     torch.manual_seed(1)
-    model = XTaskNet(ModelConfig(enc_layers=18, num_classes=7, mid_features=8, ttnet_features=4,
-                                 height=64, width=128))
+    model = XTaskNet(tiny_model_config(width=128))
     torch.save(model.state_dict(), exp / "model" / "model.pth")
     np.save(exp / "model" / "tr_losses.npy", np.array([3.0, 2.0, 1.5]))
     np.save(exp / "model" / "va_losses.npy", np.array([2.5, 1.8, 1.9]))

@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch import nn
 
-from xtask_core.config import ModelConfig
+from tests.tiny import tiny_model_config
 from xtask_core.errors import XTaskError
 from xtask_core.inference.fastpath import (
     count_batchnorm,
@@ -80,8 +80,7 @@ def _bn_model(batch_norm: bool, calibrated: bool = False):
     from xtask_core.model import XTaskNet
 
     torch.manual_seed(0)
-    cfg = ModelConfig(enc_layers=18, num_classes=7, mid_features=8, ttnet_features=4, batch_norm=batch_norm,
-                      height=64, width=64)
+    cfg = tiny_model_config(batch_norm=batch_norm)
     model = XTaskNet(cfg).eval()
     if calibrated:
         _calibrate_bn(model)

@@ -8,7 +8,7 @@ import threading
 import pytest
 import torch
 
-from xtask_core.config import ModelConfig
+from tests.tiny import tiny_model_config
 from xtask_core.inference import autotune as tuning
 from xtask_core.inference.autotune import Decision, DecisionCache
 from xtask_core.inference.predictor import Predictor
@@ -21,8 +21,7 @@ def tiny():
     from xtask_core.model import XTaskNet
 
     torch.manual_seed(0)
-    return XTaskNet(ModelConfig(enc_layers=18, num_classes=7, mid_features=8, ttnet_features=4,
-                                height=64, width=64)).eval()
+    return XTaskNet(tiny_model_config()).eval()
 
 
 class HeldChoose:

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 import torch
 
-from xtask_core.config import ModelConfig
+from tests.tiny import tiny_model_config
 from xtask_core.errors import XTaskError
 from xtask_core.evaluate.records import records_for
 from xtask_core.evaluate.sources import dataset_source
@@ -27,8 +27,7 @@ def files(tmp_path_factory):
     base = tmp_path_factory.mktemp("recjob")
     write_dataset(base / "synth", n_train=0, n_val=3, seed=777, height=SIZE[0], width=SIZE[1])
     torch.manual_seed(0)
-    save_checkpoint(base / "a.safetensors", XTaskNet(ModelConfig(enc_layers=18, num_classes=7, mid_features=8,
-                                                                   ttnet_features=4, height=SIZE[0], width=SIZE[1])))
+    save_checkpoint(base / "a.safetensors", XTaskNet(tiny_model_config(height=SIZE[0], width=SIZE[1])))
     folder = base / "photos"
     folder.mkdir()
     rng = np.random.default_rng(1)

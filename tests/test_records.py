@@ -16,8 +16,8 @@ import pytest
 import torch
 
 from tests import bad_files
+from tests.tiny import tiny_model_config
 from xtask_core import cli
-from xtask_core.config import ModelConfig
 from xtask_core.errors import XTaskError
 from xtask_core.evaluate import record_summary as rs
 from xtask_core.evaluate.metrics import SegDepthMetrics, consistency_energy, reference_metrics_loop
@@ -39,8 +39,7 @@ def _net(seed: int):
     from xtask_core.model import XTaskNet
 
     torch.manual_seed(seed)
-    net = XTaskNet(ModelConfig(enc_layers=18, num_classes=7, mid_features=8, ttnet_features=4,
-                               height=SIZE[0], width=SIZE[1]))
+    net = XTaskNet(tiny_model_config(height=SIZE[0], width=SIZE[1]))
     g = torch.Generator().manual_seed(seed + 1)
     for m in net.modules():
         if isinstance(m, torch.nn.BatchNorm2d):
@@ -354,8 +353,7 @@ def test_single_task_checkpoint_is_refused_in_one_line(files, tmp_path):
     from xtask_core.model.stl import STLNet
 
     torch.manual_seed(0)
-    cfg = ModelConfig(enc_layers=18, num_classes=7, mid_features=8, ttnet_features=4, height=SIZE[0], width=SIZE[1],
-                      task="segmt")
+    cfg = tiny_model_config(height=SIZE[0], width=SIZE[1], task="segmt")
     path = save_checkpoint(tmp_path / "stl.safetensors", STLNet(cfg).eval())
     with pytest.raises(XTaskError, match="single-task baseline"):
         records_for([str(path)], _src(files), cache=False, batch_size=2, device="cpu")

@@ -28,6 +28,7 @@ import pytest
 from PIL import Image
 
 from tests import bad_files as bf
+from tests.tiny import tiny_model_config
 from xtask_core import cli
 from xtask_core.errors import XTaskError
 from xtask_core.train import finetune, jobs
@@ -89,12 +90,10 @@ def tiny_ckpt(tmp_path_factory) -> Path:
     import torch
 
     from xtask_core.checkpoint import save_checkpoint
-    from xtask_core.config import ModelConfig
     from xtask_core.model import XTaskNet
 
     torch.manual_seed(0)
-    model = XTaskNet(ModelConfig(enc_layers=18, num_classes=7, mid_features=8, ttnet_features=4,
-                                 height=H, width=W)).eval()
+    model = XTaskNet(tiny_model_config(height=H, width=W)).eval()
     return save_checkpoint(tmp_path_factory.mktemp("ckpt") / "tiny.safetensors", model, None)
 
 
