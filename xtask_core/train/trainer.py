@@ -61,7 +61,7 @@ from xtask_core.train.run_dir import ProgressFile, RunDir, has_checkpoints, read
 from xtask_core.train.runlog import RunLogger, preload_tensorboard
 from xtask_core.train.step import LOSS_KEYS, STEP_KEYS, DivergedError, train_step
 from xtask_core.train.stl_loss import STLLoss
-from xtask_core.train.train_path import choose_train_path
+from xtask_core.train.train_path import TrainPath, choose_train_path
 from xtask_core.train.validate import evaluate, progress_bar, tqdm_enabled
 
 __all__ = ["Trainer", "train", "evaluate", "seed_everything", "make_split", "ensure_synthetic",
@@ -173,9 +173,9 @@ class Trainer:
                                          ignore_index=cfg.ignore_index)).to(self.device)
             self.balancer = make_balancer(balancer_kind(cfg.uncertainty_weights, cfg.gradnorm),
                                           device=self.device)
-            # precision + memory format: as given, or measured on the first batch (or cached)
-            self.path_choice = choose_train_path(self.model, self.train_ds, cfg, self.device,
-                                                 loss_fn=self.loss_fn)
+            # precision + memory format: as given, or measured on the first batch (or cached);
+            # one choice for all ranks (DDP refuses parameters whose strides differ between ranks)
+            self.path_choice = self._agreed_path(cfg)
             self.precision = self.path_choice.precision
             self.channels_last = self.path_choice.channels_last
             if self.channels_last:
@@ -199,6 +199,18 @@ class Trainer:
             raise
 
     # ------------------------------------------------------------------ setup
+    def _agreed_path(self, cfg: TrainConfig) -> TrainPath:
+        """The training path: measured (or cached) on rank 0 and broadcast, so every rank runs
+        the same precision and memory format; timings on each rank could disagree."""
+        choice = None
+        if self.is_main:
+            choice = choose_train_path(self.model, self.train_ds, cfg, self.device, loss_fn=self.loss_fn)
+        if self.distributed and _dist_on():
+            box = [choice]
+            torch.distributed.broadcast_object_list(box, src=0)
+            choice = box[0]
+        return choice
+
     def _init_distributed(self) -> int:
         """Join the process group (distributed runs); this process's rank."""
         if not self.distributed:
