@@ -7,6 +7,7 @@ import math
 import pytest
 import torch
 
+from tests.tiny import tiny_train_config
 from xtask_core.config import ModelConfig, TrainConfig
 from xtask_core.errors import XTaskError
 from xtask_core.model import XTaskNet
@@ -34,11 +35,7 @@ def _quiet(monkeypatch):
 
 
 def tiny_cfg(root, out, **kw) -> TrainConfig:
-    base = dict(input_path=str(root), out=str(out), enc_layers=18, mid_features=8, ttnet_features=4,
-                height=64, width=128, batch_size=3, epochs=1, cpu=True, precision="fp32", workers=0,
-                seed=7, limit_train=6, limit_val=2, channels_last=False)
-    base.update(kw)
-    return TrainConfig.for_dataset("synthetic", **base)
+    return tiny_train_config(root, out, **{"limit_train": 6, "limit_val": 2, **kw})
 
 
 def _batch(n=2, h=64, w=64, classes=7, seed=0):

@@ -4,6 +4,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from tests.tiny import tiny_train_config
 from xtask_core.config import TrainConfig
 from xtask_core.errors import XTaskError
 from xtask_core.train.trainer import (
@@ -32,11 +33,7 @@ def _quiet(monkeypatch):
 
 
 def tiny_cfg(root, out, **kw) -> TrainConfig:
-    base = dict(input_path=str(root), out=str(out), enc_layers=18, mid_features=8, ttnet_features=4,
-                height=64, width=128, batch_size=3, epochs=1, cpu=True, precision="fp32", workers=0,
-                seed=7, limit_train=3, limit_val=1, channels_last=False)
-    base.update(kw)
-    return TrainConfig.for_dataset("synthetic", **base)
+    return tiny_train_config(root, out, **kw)
 
 
 def _state(path):
