@@ -164,7 +164,9 @@ def test_output_checks_gates():
     assert output_checks((REF[0], None, REF[2], None), REF)["ok"]  # direct_only outputs
 
 
-def test_cache_round_trip_and_key(tmp_path):
+def test_cache_round_trip_and_key(tmp_path, monkeypatch):
+    for var in tuning.ISA_CAPS:
+        monkeypatch.delenv(var, raising=False)
     cache = DecisionCache(tmp_path)
     parts = {"model": {"enc_layers": 18}, "shape": [1, 3, 64, 64], "batch": 1, "precision": "auto", "device": "cpu"}
     key = tuning.cache_key(parts)
@@ -181,6 +183,10 @@ def test_cache_round_trip_and_key(tmp_path):
         assert tuning.cache_key(parts) != key
     finally:
         torch.set_num_threads(threads)
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX2")  # an ISA cap runs other kernels: another machine
+    assert tuning.cache_key(parts) != key
+    monkeypatch.delenv("ONEDNN_MAX_CPU_ISA")
+    assert tuning.cache_key(parts) == key
     (tmp_path / tuning.CACHE_FILE).write_text("{not json")
     DecisionCache.clear_memory()
     assert DecisionCache(tmp_path).get(key) is None  # a corrupt file is an empty cache

@@ -244,8 +244,15 @@ def choose(candidates: Mapping[str, Callable[[], Callable[[], Any]]], reference:
 
 
 # --------------------------------------------------------------------------- cache key
+# Environment variables that cap the instruction set torch's kernels use (oneDNN, ATen's vectorised
+# kernels); they change which path is fastest as much as another CPU would (``ONEDNN_MAX_CPU_ISA=AVX2``
+# on an AMX Xeon runs the AVX2 kernels an AMD EPYC runs), so they are part of the machine's key.
+ISA_CAPS = ("ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA", "ATEN_CPU_CAPABILITY")
+
+
 def machine_fingerprint() -> dict:
-    """CPU model name and a hash of its flags (Linux /proc/cpuinfo; platform strings elsewhere)."""
+    """CPU model name, a hash of its flags (Linux /proc/cpuinfo; platform strings elsewhere) and
+    the instruction-set caps set in the environment (:data:`ISA_CAPS`), if any."""
     model, flags = platform.processor() or platform.machine(), ""
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -255,7 +262,9 @@ def machine_fingerprint() -> dict:
                 flags = line.split(":", 1)[1].strip()
     except OSError:
         pass
-    return {"cpu": model, "cpu_flags": hashlib.sha1(flags.encode()).hexdigest()[:12], "arch": platform.machine()}
+    caps = {k: os.environ[k] for k in ISA_CAPS if os.environ.get(k)}
+    return {"cpu": model, "cpu_flags": hashlib.sha1(flags.encode()).hexdigest()[:12], "arch": platform.machine(),
+            **({"isa_caps": caps} if caps else {})}
 
 
 def cache_key(parts: Mapping[str, Any]) -> str:

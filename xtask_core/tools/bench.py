@@ -68,7 +68,7 @@ from xtask_core.data.synthetic import render_scene, write_dataset
 from xtask_core.evaluate import kernels
 from xtask_core.evaluate.metrics import SegDepthMetrics, reference_metrics_loop
 from xtask_core.evaluate.split import default_workers, evaluate_split
-from xtask_core.inference.autotune import DEPTH_REL_DIFF_MAX, SEG_AGREEMENT_MIN, output_checks
+from xtask_core.inference.autotune import DEPTH_REL_DIFF_MAX, ISA_CAPS, SEG_AGREEMENT_MIN, output_checks
 from xtask_core.inference.paths import SPECS
 from xtask_core.inference.precision import cpu_bf16_support, resolve_channels_last, resolve_precision
 from xtask_core.inference.predictor import Predictor, preprocess_rgb
@@ -474,7 +474,8 @@ def _machine() -> dict:
     bf16 = cpu_bf16_support()
     return {"cpu": cpu, "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
             "torch": torch.__version__, "native_bf16": bf16 != "none", "bf16_support": bf16,
-            "loadavg_start": list(os.getloadavg()) if hasattr(os, "getloadavg") else None}
+            "loadavg_start": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
+            "isa_caps": {k: os.environ[k] for k in ISA_CAPS if os.environ.get(k)}}
 
 
 def run_benchmarks(quick: bool = False, log: Callable[[str], None] | None = None, only: str | None = None) -> dict:

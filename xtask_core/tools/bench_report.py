@@ -23,7 +23,10 @@ def format_table(res: dict) -> str:
     m, p = res["machine"], res["peak_gflops"]
     lines = [f"machine: {m['cpu']}, {m['cores']} cores, torch {m['torch']} ({m['torch_threads']} threads), "
              f"bf16: {m['bf16_support']}, load avg {_fmt((m.get('loadavg_start') or [float('nan')])[0], '.2f')}"
-             f" -> {_fmt((m.get('loadavg_end') or [float('nan')])[0], '.2f')}",
+             f" -> {_fmt((m.get('loadavg_end') or [float('nan')])[0], '.2f')}"
+             + ("".join(f", {k}={v}" for k, v in (m.get("isa_caps") or {}).items())
+                + " (instruction set capped: kernels as on a CPU without the newer extensions)"
+                if m.get("isa_caps") else ""),
              f"peak matmul (best of torch.mm and a 1x1 conv): fp32 {p['fp32']:.0f} GFLOP/s, "
              f"bf16 {p['bf16']:.0f} GFLOP/s"
              + _BF16_NOTES.get(m["bf16_support"], ""),
