@@ -22,8 +22,8 @@ from collections.abc import Callable
 
 import torch
 from torch import nn
-from torchvision.models.resnet import BasicBlock, Bottleneck
 
+from xtask_core.model.resnet import BasicBlock, Bottleneck
 from xtask_core.model.xtasknet import XTaskNet
 
 __all__ = ["fold_conv_bn", "fold_batchnorm", "count_batchnorm", "prepare_copy", "freeze_for_inference",
@@ -62,7 +62,8 @@ def _foldable(conv: nn.Module, bn: nn.Module) -> bool:
 
 
 def _resnet_block_types() -> tuple:
-    """torchvision blocks whose forward is exactly ``bnK(convK(x))`` for every K (safe to fold by name)."""
+    """ResNet blocks (model/resnet.py) whose forward is exactly ``bnK(convK(x))`` for every K
+    (safe to fold by name)."""
     return (BasicBlock, Bottleneck)
 
 

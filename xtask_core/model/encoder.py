@@ -23,25 +23,18 @@ from pathlib import Path
 
 import torch
 from torch import nn
-from torchvision import models
 
 from xtask_core.config import ENC_LAYERS
 from xtask_core.errors import XTaskError
 from xtask_core.io.tensorfile import describe_key_mismatch, read_tensor_file, strip_module_prefix
+from xtask_core.model.resnet import STAGE_BLOCKS, resnet
 
-# Registry: depth -> torchvision constructor (always called with weights=None).
-RESNETS = {
-    18: models.resnet18,
-    34: models.resnet34,
-    50: models.resnet50,
-    101: models.resnet101,
-    152: models.resnet152,
-}
+# Registry: depth -> ResNet constructor (torchvision's layout, written in model/resnet.py).
+RESNETS = {depth: (lambda d=depth: resnet(d)) for depth in STAGE_BLOCKS}
 assert tuple(RESNETS) == ENC_LAYERS
 
 # Residual blocks per stage; with the block type this identifies the depth from a state dict.
-BLOCK_COUNTS = {18: (2, 2, 2, 2), 34: (3, 4, 6, 3), 50: (3, 4, 6, 3), 101: (3, 4, 23, 3),
-                152: (3, 8, 36, 3)}
+BLOCK_COUNTS = {depth: counts for depth, (_, counts) in STAGE_BLOCKS.items()}
 
 
 def encoder_widths(enc_layers: int) -> list[int]:
@@ -77,7 +70,7 @@ class ResNetEncoder(nn.Module):
     Args:
         enc_layers: ResNet depth, one of 18, 34, 50, 101, 152.
         pretrained_path: optional local torchvision ResNet state-dict file (ImageNet weights the
-            user already has). ``None`` keeps torchvision's random initialisation.
+            user already has). ``None`` keeps the random initialisation (torchvision's, see model/resnet.py).
 
     Attributes: ``layer0..layer4`` (see module docstring), ``widths`` (list of 5 ints),
     ``enc_layers``.
@@ -87,7 +80,7 @@ class ResNetEncoder(nn.Module):
         super().__init__()
         if enc_layers not in RESNETS:
             raise XTaskError(f"enc_layers must be one of {tuple(RESNETS)}, got {enc_layers}")
-        resnet = RESNETS[enc_layers](weights=None)
+        resnet = RESNETS[enc_layers]()
         if pretrained_path:
             load_pretrained_resnet(resnet, pretrained_path)
         self.enc_layers = enc_layers
