@@ -1,15 +1,16 @@
 """AppTest of the Dataset page (app_pages/dataset.py) on records made by tiny models, and its links."""
 from __future__ import annotations
 
+import re
 import time
 from pathlib import Path
+from urllib.parse import parse_qs
 
 import cv2
 import numpy as np
 import pytest
 
 from tests.app_helpers import PAGE_DIR, app_text, make_app_env, set_env
-from xtask_app.ui.dataset_links import open_params, sample_name, source_text
 from xtask_core.evaluate.records import records_for
 from xtask_core.evaluate.sources import dataset_source, folder_source
 from xtask_core.tools import record_job
@@ -148,19 +149,6 @@ def test_evaluate_button_runs_the_background_job(env, monkeypatch):
     assert not again.exception and "2 images × 1 checkpoint(s)" in app_text(again)
 
 
-def test_open_params():
-    src = {"kind": "dataset", "dataset": "synthetic", "split": "val", "root": "/data/s", "input_size": [64, 64]}
-    img = "leftImg8bit/val/city/a_000001_000019_leftImg8bit.png"
-    assert sample_name(img) == "val/city/a_000001_000019" and sample_name("x.png") is None
-    p = open_params(src, img, 3, ["A", "B"], samples_root="/data/s")
-    assert p == {"ckpt": "A", "ckpts": ["A", "B"], "src": "sample", "image": "val/city/a_000001_000019"}
-    p = open_params(src, img, 3, ["A"], samples_root="/elsewhere")
-    assert p == {"ckpt": "A", "ckpts": ["A"], "src": "dataset", "ds": "synthetic", "root": "/data/s", "split": "val",
-                 "idx": "3"}
-    assert open_params({"kind": "folder", "root": "/p"}, "x.png", 0, ["A"]) is None
-    assert source_text(src) == "synthetic val split (/data/s), input 64×64"
-
-
 def _other_page(env, monkeypatch, page: str, params: dict):
     import streamlit as st
     from streamlit.testing.v1 import AppTest
@@ -191,3 +179,77 @@ def test_links_open_the_image_in_the_other_pages(env, monkeypatch):
     assert not at.exception
     assert at.multiselect(key="cmp_models").value == ["shipped: tiny_b", "shipped: tiny_a"]
     assert at.selectbox(key="cmp_sample").value == "val/synth/synth_000001_000019"
+
+
+def _tmp_root(env) -> Path:
+    """The module's folder: inside the allowed folders (XTASK_ALLOWED_ROOTS)."""
+    return Path(env["XTASK_RUNS_DIR"]).parent
+
+
+def test_file_link_opens_the_image_in_predictions(env, monkeypatch):
+    path = str(_tmp_root(env) / "photos" / "p1.png")
+    at = _other_page(env, monkeypatch, "predictions", {"src": "file", "path": path, "ckpt": "shipped: tiny_b"})
+    at.run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    assert at.radio(key="pred_src").value == "Image file"
+    assert at.radio(key="pred_src").options == ["Sample", "Dataset split", "Upload", "Image file"]
+    assert at.text_input(key="pred_path").value == path
+    text = app_text(at)
+    assert "Input p1.png: 60×40 px" in str(at.get("image")[0].proto)     # the input's caption: file and size
+    assert "Segmentation" in text and "Depth" in text
+    assert "image file has no ground truth" in text and "This image's metrics" not in text
+    assert at.multiselect(key="pred_panels").value == ["ground truth", "direct", "transferred"]
+
+
+@pytest.mark.parametrize("where, message", [
+    ("outside", "outside the allowed folders"), ("missing", "does not exist"), ("text", "not an image"),
+    ("bomb", "too large"), ("folder", "is not a file")])
+def test_bad_image_file_is_one_error_line(env, monkeypatch, tmp_path, where, message):
+    from tests.bad_files import png_claiming
+    misc = _tmp_root(env) / "misc"
+    misc.mkdir(exist_ok=True)
+    (misc / "notes.png").write_text("not a picture\n")
+    (misc / "bomb.png").write_bytes(png_claiming(100_000, 100_000))
+    outside = tmp_path / "fine.png"          # a real image, but not in an allowed folder
+    cv2.imwrite(str(outside), np.zeros((20, 20, 3), np.uint8))
+    path = {"outside": outside, "missing": misc / "none.png", "text": misc / "notes.png",
+            "bomb": misc / "bomb.png", "folder": misc}[where]
+    at = _other_page(env, monkeypatch, "predictions", {"src": "file", "path": str(path)})
+    at.run()
+    assert not at.exception
+    assert len(at.error) == 1 and message in at.error[0].value and "\n" not in at.error[0].value, \
+        [e.value for e in at.error]
+    assert "Segmentation" not in app_text(at)
+
+
+def test_file_image_is_cached_by_path_mtime_and_size(env, monkeypatch):
+    from xtask_app.pickers import file_image
+    set_env(monkeypatch, env)
+    path = _tmp_root(env) / "misc2" / "photo.jpg"
+    path.parent.mkdir(exist_ok=True)
+    cv2.imwrite(str(path), np.full((20, 30, 3), 200, np.uint8))
+    rgb, name = file_image(str(path))
+    assert name == "photo.jpg" and rgb.shape == (20, 30, 3) and rgb.dtype == np.uint8
+    assert abs(int(rgb.astype(int).mean()) - 200) <= 2
+    cv2.imwrite(str(path), np.full((24, 30, 3), 10, np.uint8))       # rewritten at the same path
+    rgb, _ = file_image(str(path))
+    assert rgb.shape == (24, 30, 3) and int(rgb.max()) < 20
+
+
+def test_folder_rows_link_to_the_other_pages(env, monkeypatch):
+    at = _page(env, monkeypatch, str(_runs(env) / "photos.parquet"))
+    at.run()
+    assert not at.exception and not at.error
+    assert "by upload only" not in app_text(at)
+    at.button(key="ds_grid_0_Predictions").click().run()
+    info = " ".join(e.value for e in at.info)
+    photos = str((_tmp_root(env) / "photos").resolve())
+    assert "predictions.py" in info and "src=file" in info and "ckpt=shipped" in info, info
+    query = parse_qs(re.search(r"predictions\.py with (\S+) \(", info).group(1))
+    assert query["src"] == ["file"] and Path(query["path"][0]).parent == Path(photos), query
+    assert Path(query["path"][0]).name in {"p0.png", "p1.png", "p2.png"}
+    # that address opens the same image in Predictions
+    pred = _other_page(env, monkeypatch, "predictions", {k: v[0] for k, v in query.items()})
+    pred.run()
+    assert not pred.exception and not pred.error and pred.text_input(key="pred_path").value == query["path"][0]
+    assert f"Input {Path(query['path'][0]).name}" in str(pred.get("image")[0].proto)

@@ -1,5 +1,6 @@
-"""Choosing the image a page runs on: a shipped sample, one item of a dataset split, or an upload;
-and the first n shipped samples through a model (the pages' small evaluation subset)."""
+"""Choosing the image a page runs on: a shipped sample, one item of a dataset split, an upload, or
+an image file named by its path (inside the allowed folders); and the first n shipped samples
+through a model (the pages' small evaluation subset)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -11,9 +12,11 @@ from xtask_app import cache, settings
 from xtask_app.messages import USER_ERRORS, show_error
 from xtask_app.selection import ModelState
 from xtask_core.data.samples import ITEM_DATASETS, SampleFiles
+from xtask_core.errors import XTaskError
+from xtask_core.io.images import load_image
 from xtask_core.io.keys import array_key, sha1_hex
 
-SOURCES = ("Sample", "Dataset split", "Upload")
+SOURCES = ("Sample", "Dataset split", "Upload", "Image file")
 NYUV2_SAMPLES = "nyuv2"   # sub-folder of the samples folder with indoor rooms in the NYUv2 layout
 UPLOAD_TYPES = ["png", "jpg", "jpeg", "webp", "bmp", "tif", "tiff", "gif"]
 
@@ -110,38 +113,74 @@ def _pick_upload(state: ModelState, key: str, box) -> Picked | None:
     return Picked(cache.cached_upload(data), up.name, sha1_hex(data), note=state.fit(None).reason)
 
 
-def _follow_link(key: str) -> None:
-    """Open the image the address names, once per address: ``?src=sample&image=NAME`` or
-    ``?src=dataset&ds=…&root=…&split=…&idx=…`` (the Dataset page's click-through links)."""
+@st.cache_data(max_entries=32, show_spinner=False)
+def _decoded_file(path: str, mtime: float, size: int) -> np.ndarray:
+    # mtime and size are part of the cache key: a file rewritten at the same path is decoded again.
+    return load_image(path)
+
+
+def file_image(text: str) -> tuple[np.ndarray, str]:
+    """(H×W×3 uint8, file name) of the image file at the user-typed path ``text``: resolved inside
+    the allowed folders (:func:`settings.resolve_user_path`), decoded by the same safe loader as
+    uploads (allowed formats only, pixel cap before decoding), cached by (path, mtime, size).
+    A path outside the allowed folders, a missing file, a folder or a non-image: one-line XTaskError."""
+    path = settings.resolve_user_path(text)
+    if not path.is_file():
+        raise XTaskError(f"{text.strip()} is not a file")
+    return _decoded_file(*cache.file_key(path)), path.name
+
+
+def _pick_file(state: ModelState, key: str, box) -> Picked | None:
+    text = box.text_input("Image file", key=f"{key}_path",
+                          placeholder="path of a PNG, JPEG, WebP, BMP, TIFF… inside the allowed folders")
+    if not text.strip():
+        box.info("Type the path of an image file (it must lie inside the folders the server allows).")
+        return None
+    rgb, name = file_image(text)
+    fit = state.fit(None)      # like an upload: no label set, so no ground truth
+    return Picked(rgb, name, array_key(rgb), note=fit.reason.replace("An uploaded image", "An image file"))
+
+
+LINK_FIELDS = ("src", "image", "ds", "root", "split", "idx", "path")
+
+
+def _follow_link(key: str, options: list[str]) -> None:
+    """Open the image the address names, once per address: ``?src=sample&image=NAME``,
+    ``?src=dataset&ds=…&root=…&split=…&idx=…`` or ``?src=file&path=ABS_PATH`` (the Dataset page's
+    click-through links). A link to a source the page does not offer is ignored."""
     q, ss = st.query_params, st.session_state
-    link = tuple(q.get(k) for k in ("src", "image", "ds", "root", "split", "idx"))
-    if link[0] not in ("sample", "dataset") or ss.get(f"_{key}_link") == link:
+    link = tuple(q.get(k) for k in LINK_FIELDS)
+    if link[0] not in ("sample", "dataset", "file") or ss.get(f"_{key}_link") == link:
         return
     ss[f"_{key}_link"] = link
-    if link[0] == "sample" and link[1] in [s.name for s in settings.samples()]:
+    if link[0] == "sample" and "Sample" in options and link[1] in [s.name for s in settings.samples()]:
         ss[f"{key}_src"], ss[f"{key}_sample"] = "Sample", link[1]
-    elif link[0] == "dataset" and link[2] in ITEM_DATASETS and str(link[5]).isdigit():
+    elif link[0] == "dataset" and "Dataset split" in options and link[2] in ITEM_DATASETS and str(link[5]).isdigit():
         ss.update({f"{key}_src": "Dataset split", f"{key}_ds": link[2], f"{key}_root": link[3] or "",
                    f"{key}_split": link[4] or "val", f"{key}_idx": int(link[5])})
+    elif link[0] == "file" and "Image file" in options and link[6]:
+        ss[f"{key}_src"], ss[f"{key}_path"] = "Image file", link[6]
 
 
 def image_picker(state: ModelState, key: str, sources=SOURCES, container=None,
                  explain_gt: bool = True) -> Picked | None:
     """Image source radio (``{key}_src``) + the matching picker. Errors show one st.error line
     and return None, as does a source still waiting for input. When the image's ground truth
-    does not fit the model (another label set, an upload) the Picked has None for it and, with
+    does not fit the model (another label set, an upload or image file) the Picked has None for it and, with
     ``explain_gt``, one caption line says why."""
     box = container or st
     options = list(sources)
     if not settings.samples() and "Sample" in options and len(options) > 1:
         options.remove("Sample")
-    _follow_link(key)
+    _follow_link(key, options)
     src = box.radio("Image source", options, horizontal=True, key=f"{key}_src")
     try:
         if src == "Sample":
             picked = _pick_sample(state, key, box)
         elif src == "Dataset split":
             picked = _pick_dataset_item(state, key, box)
+        elif src == "Image file":
+            picked = _pick_file(state, key, box)
         else:
             picked = _pick_upload(state, key, box)
     except USER_ERRORS as err:

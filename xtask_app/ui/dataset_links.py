@@ -4,9 +4,10 @@ A records file remembers its source (``{"kind", "dataset", "split", "root", "inp
 row names its image (path relative to the root) and its ``index`` in the source's sorted list.
 :func:`open_params` turns that into the address (``st.query_params``) that makes the
 Predictions / Error maps / Compare pages open the same image: ``src=sample&image=NAME`` for a
-shipped sample, ``src=dataset&ds=…&root=…&split=…&idx=…`` for any other dataset split, plus
-``ckpt=`` (the sidebar's checkpoint) and, for Compare, ``ckpts=`` once per checkpoint. A folder
-of plain images has no page picker to land in: :func:`open_params` returns None for it.
+shipped sample, ``src=dataset&ds=…&root=…&split=…&idx=…`` for any other dataset split,
+``src=file&path=ROOT/IMAGE`` for an image of a plain folder (the pages' "Image file" source, which
+again accepts only paths inside the allowed folders), plus ``ckpt=`` (the sidebar's checkpoint)
+and, for Compare, ``ckpts=`` once per checkpoint.
 """
 from __future__ import annotations
 
@@ -28,12 +29,14 @@ def open_params(source: Mapping, image: str, index: int, checkpoints: Sequence[s
                 samples_root: str | Path | None = None) -> dict[str, str | list[str]] | None:
     """Query parameters that open ``image`` of ``source`` with ``checkpoints`` (labels as the
     sidebar lists them; the first becomes ``ckpt``, all of them ``ckpts``). None when the image
-    cannot be opened by address (a plain folder, an unknown source kind)."""
+    cannot be opened by address (an unknown source kind, a source without a root)."""
     params: dict[str, str | list[str]] = {}
     if checkpoints:
         params["ckpt"] = str(checkpoints[0])
         params["ckpts"] = [str(c) for c in checkpoints]
     kind, root = source.get("kind"), source.get("root")
+    if kind == "folder" and root:     # the record's image is relative to the folder
+        return params | {"src": "file", "path": str(Path(str(root)) / image)}
     if kind != "dataset" or not root:
         return None
     same = samples_root is not None and Path(str(root)).resolve() == Path(samples_root).resolve()

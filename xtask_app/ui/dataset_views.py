@@ -188,13 +188,13 @@ def follow() -> None:
 
 
 def links(source: dict, row, ckpts: list[str], key: str) -> None:
-    """Buttons that open this row's image in Predictions / Error maps / Compare, with the row's
-    checkpoint in the sidebar; the address they land on carries the image and the checkpoints,
-    so it can be shared."""
+    """Buttons that open this row's image (of a dataset split or of a plain folder) in Predictions /
+    Error maps / Compare, with the row's checkpoint in the sidebar; the address they land on carries
+    the image and the checkpoints, so it can be shared."""
     labels = [lb for lb in (label_of(c) for c in ckpts) if lb]
     params = open_params(source, str(row["image"]), int(row["index"]), labels, settings.samples_dir())
-    if params is None:
-        st.caption("Plain folder images open in the other pages by upload only.")
+    if params is None:       # a source without a root folder: nothing the other pages could read
+        st.caption("This records file does not say where its images are: they cannot be opened here.")
         return
     if label_of(ckpts[0]) is None:
         st.caption("Checkpoint not available here: the other pages would show another model.")
