@@ -5,8 +5,8 @@ import streamlit as st
 
 from xtask_app import cache, charts, downloads, pickers, selection
 from xtask_app.selection import shares_labels
-from xtask_app.ui import delta_m
-from xtask_core.evaluate.report import evaluate_predictions, metrics_row, per_class_iou_rows
+from xtask_app.ui import delta_m, eval_source
+from xtask_core.evaluate.report import metrics_row, per_class_iou_rows
 from xtask_core.viz import colour as viz
 from xtask_core.viz import figures
 from xtask_core.viz.display import absent_outputs_note, depth_range
@@ -104,26 +104,21 @@ for col, (task, i, m, q) in zip(st.columns(max(2, len(diffs))), diffs):   # ≥ 
 downloads.download_pngs(panels, "cmp_dl")
 
 # --------------------------------------------------------------------------- evaluation subset
-found = pickers.fitting_samples(ref)
 same = [m for m in models if shares_labels(m, ref)]
-results = {}
-if found and len(same) < n:
+results, chosen = {}, None
+st.subheader("Evaluation subset")
+if len(same) < n:
     st.caption(f"ℹ️ The evaluation subset is labelled for the reference ({ref.label_set_name}); left out: "
                + ", ".join(m.label for m in models if m not in same) + ".")
-if not found:
-    st.info(f"No shipped sample is labelled for the reference ({ref.label_set_name}), so there is no "
-            "evaluation subset; make a checkpoint with those labels the reference, or use `xtask eval`.")
-else:
-    st.subheader("Evaluation subset")
-    n_img = st.slider("Samples", 1, len(found), min(8, len(found)), key="cmp_n") if len(found) > 1 else 1
-    for m in same:
-        preds_m, segs, deps, _ = pickers.subset(m, n_img)
-        results[m.label] = evaluate_predictions(preds_m, segs, deps, m.num_classes, m.ignore_index)
+chosen = eval_source.choose(same, "cmp")
+if chosen is not None:
+    results = chosen.results
+    same = [m for m in same if m.label in results]
     table = pd.DataFrame([metrics_row(label, res)
                           | {"mIoU per image (original)": round(100 * res["miou_per_image"], 2)}
                           for label, res in results.items()])
     st.dataframe(table, hide_index=True, column_config=charts.metrics_columns(ref))
-    st.caption(f"Direct predictions on the first {n_img} samples. mIoU = one confusion matrix over the subset; "
+    st.caption(f"Direct predictions on {chosen.description}. mIoU = one confusion matrix over the subset; "
                "'per image' = the original code's mean of per-image mIoUs; empty cells: no output for that task.")
     ious = pd.DataFrame(per_class_iou_rows(results, {m.label: m.class_names for m in same}))
     ious = ious.rename_axis("class").reset_index()
@@ -152,4 +147,4 @@ else:
 # everything above. Available: `models` (ModelStates, reference first), `same` (those sharing the
 # reference's label set) and `results` (label → SegDepthMetrics result on the evaluation subset; empty
 # when there is none).
-delta_m.show_for_checkpoints(same, results, images=f"the first {n_img} samples" if results else "")
+delta_m.show_for_checkpoints(same, results, images=chosen.description if chosen is not None else "")

@@ -1,8 +1,11 @@
 """Error maps: where the model is wrong, and how well label-free consistency energy finds it."""
 import streamlit as st
 
-from xtask_app import cache, charts, downloads, pickers, selection, settings
+from xtask_app import cache, charts, downloads, pickers, selection
+from xtask_app.messages import USER_ERRORS, show_error
 from xtask_app.ui import baseline as baseline_ui
+from xtask_app.ui import eval_source
+from xtask_app.ui.dataset_energy import energy_vs_error
 from xtask_app.ui.energy_study import EXPLANATION, show_study
 from xtask_core.evaluate import analysis
 from xtask_core.evaluate.report import energy_error_study, has_energy
@@ -94,9 +97,7 @@ if energy is None:
     st.info("This model has no transferred outputs, so there is no consistency energy to test.")
     st.stop()
 st.caption(EXPLANATION)
-fitting = pickers.fitting_samples(state)
-n_avail = len(fitting)
-tab_one, tab_sub = st.tabs(["This image", f"A subset of the {n_avail} samples" if n_avail else "A subset"])
+tab_one, tab_sub = st.tabs(["This image", "Many images (samples or a split)"])
 with tab_one:
     if picked.gt_seg is None and picked.gt_depth is None:
         st.info("Needs ground truth in the model's label set: pick a sample or a dataset item that has it.")
@@ -105,12 +106,23 @@ with tab_one:
                    "this image", unit, "err_one")
         baseline_ui.pixel_baseline([pred], [picked.gt_seg], state.ignore_index, "this image", "err_bl_one")
 with tab_sub:
-    if n_avail:
-        n = st.slider("Samples (pixels of all images pooled)", 1, n_avail, min(8, n_avail),
-                      key="err_n") if n_avail > 1 else 1
-        preds, segs, deps, _ = pickers.subset(state, n)
-        show_study(energy_error_study(preds, segs, deps, state.ignore_index), f"{n} samples", unit, "err_sub")
-        baseline_ui.pixel_baseline(preds, segs, state.ignore_index, f"{n} samples", "err_bl_sub")
-    else:
-        st.info(f"No sample in {settings.samples_dir()} is labelled for this model ({state.label_set_name}); "
-                "a dataset split of its own kind can be scored one item at a time in the tab on the left.")
+    chosen = eval_source.choose([state], "err")
+    if chosen is not None and state.label in chosen.columns:
+        st.markdown(f"**Per image**, on {chosen.description}: does the energy rank the images by their real "
+                    "error, and better than the model's own confidence?")
+        energy_vs_error(chosen.rows_of(state.label), key="err_img")
+        rows = chosen.rows_of(state.label)
+        st.markdown("**Per pixel**: the maps are not kept in the records, so the model runs again on a few images "
+                    "chosen from them, and their pixels are pooled.")
+        c1, c2 = st.columns([2, 1])
+        how = c1.selectbox("Images", list(eval_source.PICKS), key="err_pick",
+                     format_func=lambda k: eval_source.PICKS[k].format(n="n"))
+        n = int(c2.slider("n", 1, len(rows), min(8, len(rows)), key="err_pix_n")) if len(rows) > 1 else 1
+        try:
+            preds, segs, deps = eval_source.pixel_inputs(state, chosen, eval_source.pick_rows(rows, how, n))
+        except USER_ERRORS as err:
+            show_error(err)
+            st.stop()
+        where = eval_source.PICKS[how].format(n=n) + f" image{'s' if n > 1 else ''}"
+        show_study(energy_error_study(preds, segs, deps, state.ignore_index), where, unit, "err_sub")
+        baseline_ui.pixel_baseline(preds, segs, state.ignore_index, where, "err_bl_sub")

@@ -8,10 +8,13 @@ def test_error_maps_renders_errors_energy_and_study(tmp_path, monkeypatch):
     at = run_page("error_maps", make_app_env(tmp_path), monkeypatch)
     assert not at.exception and not at.error
     assert "Does energy predict the true error?" in app_text(at)
-    assert [t.label for t in at.tabs] == ["This image", "A subset of the 2 samples"]
+    assert [t.label for t in at.tabs] == ["This image", "Many images (samples or a split)"]
+    assert at.radio(key="err_evsrc").value == "Shipped samples"
     # depth abs, rel, energy; wrong pixels, disagreement, seg energy;
-    # (sparsification, binned) × 2 tasks × (this image, subset)
-    assert len(at.get("plotly_chart")) == 6 + 8
+    # (sparsification, binned) × 2 tasks × (this image, subset); the per-image sparsification of the subset
+    assert len(at.get("plotly_chart")) == 6 + 8 + 1
+    per_image = next(d.value for d in at.dataframe if "precision_at_k" in d.value.columns)
+    assert len(per_image) == 2 and per_image["n"].tolist() == [2, 2]      # energy and entropy, 2 samples
     by_class = at.dataframe[0].value
     assert list(by_class["name"])[:2] == ["flat", "construction"] and "error_rate" in by_class
     study = at.dataframe[1].value

@@ -54,18 +54,20 @@ def verdict(row_e: pd.Series, row_h: pd.Series) -> str:
     return f"Energy and entropy rank the images about equally well ({e:.2f} vs {h:.2f})."
 
 
-def energy_vs_error(df: pd.DataFrame) -> None:
+def energy_vs_error(df: pd.DataFrame, key: str = "ds") -> None:
     """Per checkpoint: Spearman, precision@k and the pooled sparsification curve of the energy and
-    of the entropy against the chosen per-image error."""
+    of the entropy against the chosen per-image error. ``key`` prefixes the widget keys (the
+    Dataset page: "ds"; Error maps uses the same figures under its own prefix)."""
     if not views.labelled(df):
         st.info("Needs ground truth: evaluate a dataset split (or the shipped samples). For a folder of "
                 "unlabelled images use the failure finder.")
         return
     c1, c2 = st.columns(2)
-    error = c1.radio("Error measure", list(views.ERROR_NAMES), format_func=views.ERROR_NAMES.get, key="ds_err",
+    error = c1.radio("Error measure", list(views.ERROR_NAMES), format_func=views.ERROR_NAMES.get, key=f"{key}_err",
                      horizontal=True)
     n = int(df.groupby("checkpoint").size().min())
-    k = int(c2.slider("k (top-k energy among the k worst)", 1, n, max(1, min(20, n // 3)), key="ds_k")) if n > 1 else 1
+    k = int(c2.slider("k (top-k energy among the k worst)", 1, n, max(1, min(20, n // 3)),
+                      key=f"{key}_k")) if n > 1 else 1
     res = rs.score_vs_error(df, scores=SCORES, errors=(error,), k=k)
     table = res.assign(checkpoint=[views.short(c) for c in res["checkpoint"]],
                        score=[views.SCORE_NAMES[s] for s in res["score"]])
@@ -79,7 +81,7 @@ def energy_vs_error(df: pd.DataFrame) -> None:
                      "chance_at_k": st.column_config.NumberColumn("chance", format="%.2f"),
                      "ause": st.column_config.NumberColumn("AUSE ↓", format="%.4g"),
                      "aurg": st.column_config.NumberColumn("AURG ↑", format="%.4g")})
-    download_csv("Download (CSV)", table, "dataset_energy_vs_error.csv", key="ds_eve_csv")
+    download_csv("Download (CSV)", table, "dataset_energy_vs_error.csv", key=f"{key}_eve_csv")
     ckpts = list(dict.fromkeys(df["checkpoint"]))
     for col, ck in zip(st.columns(min(2, len(ckpts))) * math.ceil(len(ckpts) / 2), ckpts):
         with col:
@@ -89,7 +91,7 @@ def energy_vs_error(df: pd.DataFrame) -> None:
                                                 f"{views.short(ck)}: remove the images a score ranks worst")
             fig.update_layout(xaxis_title="images removed (%)",
                               yaxis_title=f"mean {views.ERROR_NAMES[error].split(' (')[0]} of the rest")
-            chart(fig, key=f"ds_sp_{ck}", height=460)
+            chart(fig, key=f"{key}_sp_{ck}", height=460)
             mine = res[res["checkpoint"] == ck].set_index("score")
             st.caption(verdict(mine.loc["seg_energy"], mine.loc["seg_entropy"]))
     st.caption("Sparsification over images: drop the images a score ranks worst, step by step, and follow the "
