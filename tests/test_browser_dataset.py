@@ -83,3 +83,51 @@ def test_dataset_page_click_through_in_chromium(own_cache, server):  # noqa: F81
             other.locator("[data-testid='stMultiSelect']").get_by_text(label).first.wait_for(timeout=90_000)
         _shot(other, "d4_compare_deep_link", shots)
         browser.close()
+
+
+def test_folder_image_click_through_in_chromium(own_cache, server):  # noqa: F811
+    """A plain folder of unlabelled photos evaluated on the Dataset page (ranked by energy): the
+    top tile's Predictions button lands on Predictions with that file (source "Image file")."""
+    import cv2
+    import numpy as np
+    photos = server["tmp"] / "photos"            # inside the allowed folders (XTASK_ALLOWED_ROOTS = tmp)
+    photos.mkdir()
+    rng = np.random.default_rng(11)
+    for i in range(3):
+        cv2.imwrite(str(photos / f"photo_{i}.png"), rng.integers(0, 256, (40, 60, 3), dtype=np.uint8))
+    shots = Path(os.environ["XTASK_SCREENSHOT_DIR"]) if os.environ.get("XTASK_SCREENSHOT_DIR") else None
+    if shots is not None:
+        shots.mkdir(parents=True, exist_ok=True)
+    with playwright_sync.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=[
+            "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+            "--disable-component-update", "--disable-sync", "--no-first-run"])
+        page = browser.new_page(viewport={"width": 1400, "height": 2400})
+        page.goto(server["url"])
+        page.get_by_role("heading", name="Cross-task consistency explorer").wait_for(timeout=90_000)
+        _idle(page)
+        _goto(page, "Dataset")
+        page.locator("[data-testid='stRadio'] label", has_text="Folder of images").first.click()
+        _idle(page)
+        box = page.locator("[data-testid='stTextInput']", has_text="searched recursively").first.locator("input")
+        box.fill(str(photos))
+        box.press("Enter")
+        _idle(page)
+        page.get_by_role("button", name="Evaluate", exact=True).click()
+        page.get_by_text(re.compile(r"done: 3 rows")).first.wait_for(timeout=300_000)
+        _idle(page)
+        _no_errors(page, "folder evaluated")
+        top = page.get_by_text(re.compile(r"^#1 · ")).first.inner_text()
+        name = re.search(r"(photo_\d\.png)", top).group(1)
+        _shot(page, "d5_folder_ranked_by_energy", shots)
+        page.get_by_role("button", name="Predictions", exact=True).first.click()
+        page.get_by_role("heading", name="Predictions").first.wait_for(timeout=90_000)
+        _idle(page)
+        _no_errors(page, "predictions from a folder image")
+        query = parse_qs(urlparse(page.url).query)
+        assert query["src"] == ["file"] and Path(query["path"][0]) == (photos / name).resolve(), page.url
+        path_box = page.locator("[data-testid='stTextInput']", has_text="Image file").first.locator("input")
+        assert path_box.input_value() == query["path"][0]
+        page.get_by_text("An image file has no ground truth").first.wait_for(timeout=30_000)
+        _shot(page, "d6_predictions_from_folder", shots)
+        browser.close()
