@@ -123,6 +123,6 @@ with tab_sub:
         except USER_ERRORS as err:
             show_error(err)
             st.stop()
-        where = eval_source.PICKS[how].format(n=n) + f" image{'s' if n > 1 else ''}"
+        where = eval_source.study_where(chosen, how, n)
         show_study(energy_error_study(preds, segs, deps, state.ignore_index), where, unit, "err_sub")
         baseline_ui.pixel_baseline(preds, segs, state.ignore_index, where, "err_bl_sub")

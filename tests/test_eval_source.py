@@ -152,3 +152,13 @@ def test_records_table_equals_evaluate_predictions_when_resized(tmp_path, monkey
         items.append((rgb, s["seg"].astype(np.int64), s["depth"].astype(np.float32)))
     old = _live_table(loaded, items)
     _assert_same_table(_records_table(ckpt, tmp_path / "samples", size), old, [f"c{i}" for i in range(7)])
+
+
+def test_study_where():
+    shipped = es.EvalSource(pd.DataFrame(), {}, "the first 2 shipped samples", {"kind": "dataset"},
+                            samples={"x.png": None})
+    split = es.EvalSource(pd.DataFrame(), {}, "…", {"kind": "dataset", "dataset": "synthetic", "split": "val"})
+    assert es.study_where(shipped, "first", 3) == "the first 3 images"
+    assert es.study_where(shipped, "first", 1) == "the first image"
+    assert es.study_where(split, "energy", 8) == "the 8 images with the highest energy of the synthetic val split"
+    assert es.study_where(split, "worst", 1) == "the 1 image with the most wrong pixels of the synthetic val split"

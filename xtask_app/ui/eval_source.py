@@ -46,7 +46,8 @@ from xtask_core.tools import record_job
 
 SOURCES = ("Shipped samples", "Records (any split)")
 #: how the live per-pixel study picks its images from the records ({n}: how many)
-PICKS = {"first": "the first {n}", "worst": "the {n} worst by pixel error", "energy": "the {n} with the highest energy"}
+PICKS = {"first": "the first {n} images", "worst": "the {n} images with the most wrong pixels",
+         "energy": "the {n} images with the highest energy"}
 DATASET_PAGE = "app_pages/dataset.py"
 DEPTH_COLUMNS = tuple(p + k for p in ("", "t_") for k in ("abs", "abs_rel", "rmse", "delta1", "delta2", "delta3"))
 METRIC_KEYS = ("pixel_acc", "miou", "miou_per_image", "abs", "abs_rel", "rmse", "delta1", "delta2", "delta3")
@@ -154,6 +155,18 @@ def pick_rows(rows: pd.DataFrame, how: str, n: int) -> pd.DataFrame:
     elif how == "energy":
         rows = rows.sort_values("seg_energy", ascending=False, kind="stable", na_position="last")
     return rows.head(max(0, int(n))).drop(columns="_v", errors="ignore").reset_index(drop=True)
+
+
+def study_where(chosen: EvalSource, how: str, n: int) -> str:
+    """Short words for the live per-pixel study's images (chart titles): "the first 3 images",
+    "the 8 images with the most wrong pixels of the synthetic val split"."""
+    what = PICKS[how].format(n=n)
+    if n == 1:
+        what = what.replace("1 images", "1 image").replace("first 1 ", "first ")
+    src = chosen.source
+    if chosen.samples or src.get("kind") != "dataset":
+        return what
+    return f"{what} of the {src.get('dataset')} {src.get('split')} split"
 
 
 def sample_place(s: SampleFiles, samples_root: Path) -> tuple[tuple[str, str, str], str]:
