@@ -32,8 +32,17 @@ def test_same_layout_init_and_outputs_as_torchvision(depth):
     torch.testing.assert_close(ours.conv1.weight.grad, theirs.conv1.weight.grad, rtol=1e-4, atol=1e-4)
 
 
-def test_product_does_not_import_torchvision():
-    code = ("import sys, xtask_core.checkpoint, xtask_core.inference.predictor, xtask_core.train.trainer, "
-            "xtask_app.cache; print('torchvision' in sys.modules)")
+def test_product_does_not_import_torchvision_nor_dynamo(tmp_path):
+    """Either import costs over a second of CPU in every process (the app's first page, each
+    fine-tune job): building a model to load a checkpoint into must not pull them in."""
+    from tests.tiny import tiny_model_config
+    from xtask_core.checkpoint import save_checkpoint
+    from xtask_core.model import XTaskNet
+
+    path = tmp_path / "tiny.safetensors"
+    save_checkpoint(path, XTaskNet(tiny_model_config()))
+    code = ("import sys, xtask_core.checkpoint as c, xtask_core.inference.predictor, xtask_core.train.trainer, "
+            f"xtask_app.cache; c.load_checkpoint({str(path)!r}); "
+            "print('torchvision' in sys.modules, 'torch._dynamo' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == "False"
+    assert out.stdout.strip() == "False False"

@@ -23,8 +23,12 @@ def conv_bn_relu(in_channels: int, out_channels: int) -> nn.Sequential:
 def init_conv_bn(module: nn.Module) -> None:
     """The original's initialisation, shared by the decoders and the task-transfer nets:
     Xavier-normal weights and zero biases for every Conv2d, weight 1 / bias 0 for every
-    BatchNorm2d inside ``module`` (in place; parameter names are untouched)."""
+    BatchNorm2d inside ``module`` (in place; parameter names are untouched). Parameters on the
+    meta device (a model built only to receive a checkpoint's tensors) are skipped: there is
+    nothing to draw, and ``normal_`` on meta tensors imports ``torch._dynamo`` (about 1.5 s)."""
     for m in module.modules():
+        if getattr(getattr(m, "weight", None), "is_meta", False):
+            continue
         if isinstance(m, nn.Conv2d):
             nn.init.xavier_normal_(m.weight)
             if m.bias is not None:

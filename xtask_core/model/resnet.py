@@ -97,6 +97,8 @@ class ResNet(nn.Module):
         self.avgpool = nn.AdaptiveAvgPool2d((1, 1))
         self.fc = nn.Linear(512 * block.expansion, num_classes)
         for m in self.modules():           # same order as torchvision, so the same random draws
+            if getattr(getattr(m, "weight", None), "is_meta", False):
+                continue                   # built to receive a checkpoint (see decoder.init_conv_bn)
             if isinstance(m, nn.Conv2d):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
             elif isinstance(m, nn.BatchNorm2d):
