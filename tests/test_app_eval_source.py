@@ -50,9 +50,11 @@ def _page(env, monkeypatch, page: str):
     return at
 
 
-def _records(at, key: str, path: Path):
+def _records(at, key: str, path: Path | None):
+    """Switch the page's source to records: the file ``path``, or (None) the Dataset page's latest job."""
     at.radio(key=f"{key}_evsrc").set_value("Records (any split)").run()
-    at.text_input(key=f"{key}_records").input(str(path)).run()
+    if path is not None:
+        at.text_input(key=f"{key}_records").input(str(path)).run()
     assert not at.exception, at.exception
     return at
 
@@ -84,7 +86,8 @@ def test_compare_names_a_checkpoint_the_records_lack(env, monkeypatch):
     at = _records(_page(env, monkeypatch, "compare"), "cmp", _file(env, "a.parquet"))
     captions = [c.value for c in at.caption if "Not in these records" in c.value]
     assert captions == ["ℹ️ Not in these records: shipped: tiny_b (matched by the file's content)."]
-    assert any(b.key == "cmp_to_ds" for b in at.button)
+    at.button(key="cmp_to_ds").click().run()
+    assert not at.exception and any("dataset.py" in i.value for i in at.info)
     table = next(d.value for d in at.dataframe if "model" in d.value.columns)
     assert list(table["model"]) == ["shipped: tiny_a"]
     # a folder of plain images: one line, no table
@@ -114,3 +117,28 @@ def test_error_maps_per_image_spearman_from_a_records_file(env, monkeypatch):
     assert len(studies) == 2                      # this image, and the 2 worst of the split
     assert studies[1]["n_pixels"].iloc[-1] <= 2 * 64 * 64
     assert "(the 2 images with the most wrong pixels of the synthetic val split," in app_text(at)
+
+
+def test_the_dataset_pages_latest_evaluation(env, monkeypatch):
+    """An empty records path uses the Dataset page's latest job (its split said in the description)."""
+    import time
+
+    from xtask_core.tools import record_job
+
+    env = env | {"XTASK_JOB_OWNER": f"{env['XTASK_JOB_OWNER']}-latest"}
+    at = _records(_page(env, monkeypatch, "error_maps"), "err", None)
+    assert any("No evaluation on the Dataset page yet" in i.value for i in at.info)
+    root = Path(env["XTASK_SAMPLES_DIR"]).parent / "synth"
+    spec = {"checkpoints": [_ckpt(env, "tiny_a")], "batch_size": 4,
+            "source": {"kind": "dataset", "dataset": "synthetic", "root": str(root), "split": "val",
+                       "size": [64, 64], "num_classes": 7}}
+    run_dir = record_job.start(spec, Path(env["XTASK_RUNS_DIR"]) / ".record_jobs", owner=env["XTASK_JOB_OWNER"])
+    end = time.time() + 180
+    while not record_job.poll(run_dir).finished and time.time() < end:
+        time.sleep(0.5)
+    assert record_job.poll(run_dir).state == "done"
+    at = _records(_page(env, monkeypatch, "error_maps"), "err", None)
+    assert not at.error, [e.value for e in at.error]
+    per_image = next(d.value for d in at.dataframe if "precision_at_k" in d.value.columns)
+    assert per_image["n"].tolist() == [6, 6]
+    assert "synthetic val split" in app_text(at) and "6 images" in app_text(at)

@@ -29,6 +29,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import streamlit as st
+from streamlit.errors import StreamlitAPIException
 
 from xtask_app import cache, pickers, settings
 from xtask_app.messages import USER_ERRORS, show_error
@@ -296,14 +297,22 @@ def _read(text: str) -> tuple[pd.DataFrame, dict, str] | None:
     return records, ident, note
 
 
+def to_dataset_page(label: str, key: str, box=None) -> None:
+    """A button that opens the Dataset page (where the missing checkpoints can be evaluated)."""
+    if (box or st).button(label, key=key, help="Pick the checkpoints and the split there, then Evaluate"):
+        try:
+            st.switch_page(DATASET_PAGE)
+        except StreamlitAPIException as err:   # a page run on its own (tests): say where it would go
+            (box or st).info(f"Would open {DATASET_PAGE} ({type(err).__name__})")
+
+
 def _from_records(models: Sequence, key: str) -> EvalSource | None:
     text = st.text_input("Records file (empty: the Dataset page's latest evaluation)", key=f"{key}_records",
                          placeholder="runs/…/records.parquet")
     got = _read(text)
     if got is None:
         st.info("No evaluation on the Dataset page yet: evaluate a split there, or type a records file.")
-        if st.button("Open the Dataset page", key=f"{key}_to_ds"):
-            st.switch_page(DATASET_PAGE)
+        to_dataset_page("Open the Dataset page", f"{key}_to_ds")
         return None
     records, ident, note = got
     if not labelled(records):
@@ -315,16 +324,14 @@ def _from_records(models: Sequence, key: str) -> EvalSource | None:
     if not columns:
         st.info(f"None of {', '.join(m.label for m in models)} is in these records ({source_text(ident)}): evaluate "
                 "them on the Dataset page.")
-        if st.button("Evaluate on the Dataset page", key=f"{key}_to_ds"):
-            st.switch_page(DATASET_PAGE)
+        to_dataset_page("Evaluate on the Dataset page", f"{key}_to_ds")
         return None
     part = restrict(records, columns)
     n_img = int(part["image"].nunique())
     if missing:
         c1, c2 = st.columns([4, 1])
         c1.caption(f"ℹ️ Not in these records: {', '.join(missing)} (matched by the file's content).")
-        if c2.button("Evaluate on the Dataset page", key=f"{key}_to_ds"):
-            st.switch_page(DATASET_PAGE)
+        to_dataset_page("Evaluate on the Dataset page", f"{key}_to_ds", c2)
     return EvalSource(part, columns, f"{source_text(ident)}, {n_img} images{note}", dict(ident),
                       order=[m.label for m in models])
 
