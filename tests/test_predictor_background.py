@@ -115,21 +115,41 @@ def test_a_foreground_autotune_waits_for_the_background_one(tiny, held, tmp_path
     assert p.autotune().name == "folded" and held.calls == 1  # its result, not a second measurement
 
 
-def test_the_app_starts_the_measurement_when_it_loads_a_checkpoint(held, tmp_path, monkeypatch):
+def test_deferred_measurement_starts_when_asked_or_waited_for(tiny, held, tmp_path):
+    p = Predictor(tiny, device="cpu", cache_dir=tmp_path)
+    first = p.autotune_in_background(start=False)
+    assert first.source == "pending" and not held.started.wait(0.3)   # marked, not measuring
+    out = p.forward(X)                                                 # the reference, at once
+    assert all(torch.equal(a, b) for a, b in zip(out, _plain(tiny, X), strict=True))
+    assert p.autotune_in_background() is first and held.started.wait(30)   # now it measures
+    held.release.set()
+    assert p.wait_for_route(timeout=60).name == "folded" and held.calls == 1
+    q = Predictor(tiny, device="cpu", cache_dir=tmp_path / "other")
+    q.autotune_in_background(start=False)
+    assert q.autotune().name == "folded" and held.calls == 2          # waiting starts it: no hang
+
+
+def test_the_app_measures_after_the_first_prediction(held, tmp_path, monkeypatch):
+    import types
+
     import streamlit as st
 
     from tests.app_helpers import write_checkpoint
-    from xtask_app.cache import get_model
+    from xtask_app import cache
 
     monkeypatch.setenv("XTASK_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setattr(cache, "BACKGROUND_DELAY_S", 0.05)
+    monkeypatch.setattr(cache, "_scheduled", set())
     path = write_checkpoint(tmp_path / "tiny.safetensors", seed=0, name="tiny")
     st.cache_resource.clear()
     try:
-        loaded, predictor = get_model(path)  # returns while the measurement is held
-        assert held.started.wait(30)
+        loaded, predictor = cache.get_model(path)  # the load itself starts no measurement
         shape = (1, 3, loaded.config.height, loaded.config.width)
-        assert predictor.routes == {} and predictor.route.source == "pending"
-        assert shape in predictor._threads
+        assert predictor.route.source == "pending" and not held.started.wait(0.3)
+        rgb = torch.randint(0, 255, (loaded.config.height, loaded.config.width, 3), dtype=torch.uint8).numpy()
+        pred = cache.predict(types.SimpleNamespace(path=path, predictor=predictor), rgb, "img")
+        assert pred.seg.shape == (loaded.config.height, loaded.config.width)   # the reference's answer
+        assert held.started.wait(30)            # then, shortly after, the measurement
         held.release.set()
         route = predictor.wait_for_route(timeout=60)
         assert route.name == "folded" and route.source == "measured" and predictor.routes[shape] is route

@@ -364,7 +364,8 @@ class Predictor:
         h, w = self._size(size)
         return (int(batch), 3, h, w)
 
-    def autotune_in_background(self, size: tuple[int, int] | None = None, batch: int = 1) -> Route:
+    def autotune_in_background(self, size: tuple[int, int] | None = None, batch: int = 1,
+                               start: bool = True) -> Route:
         """Decide the path for ``batch``×3×size (default the config's size) without blocking.
 
         A forced path, ``fast=False``, a shape already decided or a decision cached for it (this
@@ -374,11 +375,19 @@ class Predictor:
         "pending"; then they run the measured path. If the measurement raises, the shape stays on
         the reference path (source "reference", ``fallback`` saying why). Returns the route now
         in effect; :meth:`wait_for_route` waits for the decision.
+
+        ``start=False`` takes a cached decision or marks the shape pending (forwards run the
+        reference) without measuring yet; a later call with ``start=True`` starts the thread. The
+        app does this: the first page's predictions do not share the CPU with the measurement.
         """
         shape = self._shape(size, batch)
         with self._table:
             r = self._routes.get(shape) or self._pending.get(shape)
-            if r is not None:
+            th = self._threads.get(shape)
+            if r is not None and not (start and th is not None and th.ident is None and not th.is_alive()):
+                return r
+            if r is not None:          # pending and not started yet: start it now
+                th.start()
                 return r
         if not self.fast or self._forced is not None:
             return self._route_for(shape)
@@ -395,7 +404,8 @@ class Predictor:
             th = threading.Thread(target=self._measure_in_background, args=(shape,), name="xtask-autotune",
                                   daemon=True)
             self._threads[shape] = th
-        th.start()
+            if start:
+                th.start()
         return pending
 
     def _measure_in_background(self, shape: tuple) -> None:
@@ -422,6 +432,9 @@ class Predictor:
         shape = self._shape(size, batch)
         with self._table:
             done = self._done.get(shape)
+            th = self._threads.get(shape)
+            if th is not None and th.ident is None:
+                th.start()        # deferred (``start=False``): waiting for it means starting it
         if done is not None:
             done.wait(timeout)
         with self._table:
