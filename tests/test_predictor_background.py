@@ -91,6 +91,16 @@ def test_a_cached_decision_is_used_at_once_without_a_thread(tiny, held, tmp_path
     ref = Predictor(tiny, device="cpu", fast=False, cache_dir=tmp_path)
     assert ref.autotune_in_background().source == "reference" and ref._threads == {}
     assert held.calls == 1
+    # deferred with a cached decision: the reference runs until the thread has built the choice
+    DecisionCache.clear_memory()
+    d = Predictor(tiny, device="cpu", cache_dir=tmp_path)
+    pending = d.autotune_in_background((64, 64), start=False)
+    assert pending.source == "pending" and "cached choice (folded)" in pending.reason and d.bn_folded == 0
+    d.forward(X)
+    assert d.route.name == "eager" and d.bn_folded == 0
+    d.autotune_in_background((64, 64))
+    route = d.wait_for_route(timeout=60)
+    assert route.source == "cached" and route.name == "folded" and "folded" in d._runners and held.calls == 1
 
 
 def test_a_failing_background_measurement_stays_on_the_reference(tiny, held, tmp_path):

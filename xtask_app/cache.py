@@ -2,6 +2,7 @@
 samples, uploads and dataset items. Display-only widgets therefore never re-run the model."""
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 from collections.abc import Callable
@@ -20,18 +21,30 @@ from xtask_core.io.images import load_image
 # after it is asked for, so that the first page's model load and first predictions, which the
 # user is waiting for, do not share the CPU with it (2 cores: the first predictions came out
 # seconds later while both ran).
-BACKGROUND_DELAY_S = 2.0
+# The work also runs at a lower CPU priority (Linux: per thread, inherited by the threads it
+# starts, torch's worker threads included), so that later pages are not slowed by it either.
+BACKGROUND_DELAY_S = 3.0
+BACKGROUND_NICE = 10
 _scheduled: set = set()
 _scheduled_lock = threading.Lock()
 
 
+def _low_priority(fn: Callable[[], object]) -> Callable[[], None]:
+    def run() -> None:
+        with contextlib.suppress(AttributeError, OSError):    # not Linux, or not allowed: normal priority
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), BACKGROUND_NICE)
+        fn()
+    return run
+
+
 def _later(key, fn: Callable[[], object]) -> None:
-    """Run ``fn`` once per ``key`` and process, :data:`BACKGROUND_DELAY_S` from now, in a daemon thread."""
+    """Run ``fn`` once per ``key`` and process, :data:`BACKGROUND_DELAY_S` from now, in a daemon
+    thread of low priority."""
     with _scheduled_lock:
         if key in _scheduled:
             return
         _scheduled.add(key)
-    timer = threading.Timer(BACKGROUND_DELAY_S, fn)
+    timer = threading.Timer(BACKGROUND_DELAY_S, _low_priority(fn))
     timer.daemon = True
     timer.start()
 

@@ -376,9 +376,11 @@ class Predictor:
         the reference path (source "reference", ``fallback`` saying why). Returns the route now
         in effect; :meth:`wait_for_route` waits for the decision.
 
-        ``start=False`` takes a cached decision or marks the shape pending (forwards run the
-        reference) without measuring yet; a later call with ``start=True`` starts the thread. The
-        app does this: the first page's predictions do not share the CPU with the measurement.
+        ``start=False`` marks the shape pending (forwards run the reference) without starting the
+        thread; a later call with ``start=True`` (or :meth:`wait_for_route`) starts it, and it
+        measures, or takes the cached decision, and builds the chosen path before forwards use it.
+        The app does this: the first page's predictions share the CPU neither with the
+        measurement nor with building (tracing) a cached choice.
         """
         shape = self._shape(size, batch)
         with self._table:
@@ -395,10 +397,12 @@ class Predictor:
         with self._table:
             if shape in self._routes or shape in self._pending:  # another thread was quicker
                 return self._routes.get(shape) or self._pending[shape]
-            if cached is not None:
+            if cached is not None and (start or cached.name == "eager"):
                 self._routes[shape] = cached
                 return cached
-            pending = self._make_route("eager", "pending", "measuring in the background; the exact reference "
+            what = (f"building the cached choice ({cached.name})" if cached is not None
+                    else "measuring")
+            pending = self._make_route("eager", "pending", f"{what} in the background; the exact reference "
                                        "runs meanwhile", shape)
             self._pending[shape], self._done[shape], self._overlaps[shape] = pending, threading.Event(), 0
             th = threading.Thread(target=self._measure_in_background, args=(shape,), name="xtask-autotune",
@@ -415,6 +419,9 @@ class Predictor:
                 n = self._overlaps.get(shape, 0)
             if n and route.source == "measured":
                 route = replace(route, reason=f"{route.reason}; {n} reference forward(s) ran alongside")
+            # Build the chosen path for this shape here (copies, folding, tracing: seconds for a
+            # traced path), not in the first forward that uses it.
+            self._runner(route.name)(probe_input(shape))
         except Exception as err:  # noqa: BLE001 - background work never takes the app down: stay exact
             route = replace(self._make_route("eager", "reference", "the background measurement failed", shape),
                             fallback=f"measurement {tuning.short_error(err)}")
