@@ -101,15 +101,16 @@ def test_load_sample_reads_an_indoor_room_in_metres(tmp_path):
     want_rgb, want_lab, want_dep = render_indoor(scene_seed(7, "val", 0), 64, 96)
     assert rgb.dtype == np.uint8 and np.array_equal(rgb, want_rgb)       # the file's own size, exact colours
     assert seg.shape == dep.shape == (32, 48) and seg.dtype == np.int64 and dep.dtype == np.float32
-    np.testing.assert_array_equal(seg, want_lab[1::2, 1::2])              # nearest, pixel centres
-    np.testing.assert_array_equal(dep, want_dep[1::2, 1::2])              # metres, unchanged
+    np.testing.assert_array_equal(seg, want_lab[::2, ::2])                # nearest, as OpenCV's (the loaders')
+    np.testing.assert_array_equal(dep, want_dep[::2, ::2])                # metres, unchanged
     assert 0.3 < dep[dep > 0].min() and dep.max() < 10.0
-    # the same room read as an item of the NYUv2 dataset split gives the same ground truth (at
-    # the file's size: the dataset resizes with OpenCV's nearest, which picks other pixels)
+    # the same room read as an item of the NYUv2 dataset split gives the same ground truth
     full = samples.load_sample(room.image, room.label, room.disparity, 13, 64, 96)
     item = samples.load_dataset_item("nyuv2", tmp_path / "nyuv2", "val", 0, 13, 64, 96)
     assert all(np.array_equal(a, b) for a, b in zip(item, full))
     assert np.array_equal(full[1], want_lab) and np.array_equal(full[2], want_dep)
+    small = samples.load_dataset_item("nyuv2", tmp_path / "nyuv2", "val", 0, 13, 32, 48)   # resized: same pixels
+    assert np.array_equal(small[1], seg) and np.array_equal(small[2], dep)
     # stated label set == read off the files; image only for a model of another label set
     explicit = samples.load_sample(room.image, room.label, room.disparity, 13, 32, 48, label_set="nyuv2")
     assert all(np.array_equal(a, b) for a, b in zip(explicit, (rgb, seg, dep)))

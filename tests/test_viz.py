@@ -112,3 +112,16 @@ def test_side_by_side_and_grid_shapes():
     assert g.shape == (20 * 2 + 2, 30 * 2 + 2, 3)
     bar = viz.colorbar_image("magma", 0.0, 80.0, units="m")
     assert bar.shape == (30, 256, 3)
+
+
+def test_resize_nearest_takes_the_dataset_loaders_pixels():
+    """The pages' ground truth (samples.load_sample) and the loaders' (cv2.INTER_NEAREST, what
+    xtask eval and the per-image records score) must be the same pixels."""
+    import cv2
+
+    rng = np.random.default_rng(0)
+    for h, w, oh, ow in [(256, 512, 128, 256), (1024, 2048, 128, 256), (288, 384, 192, 256), (192, 256, 288, 384),
+                         (100, 37, 64, 96), (375, 1242, 128, 416)]:
+        a = rng.integers(0, 255, (h, w)).astype(np.uint8)
+        np.testing.assert_array_equal(viz.resize_nearest(a, oh, ow),
+                                      cv2.resize(a, (ow, oh), interpolation=cv2.INTER_NEAREST))

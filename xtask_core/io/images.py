@@ -440,9 +440,11 @@ def to_jpeg_bytes(rgb: np.ndarray, quality: int = 90) -> bytes:
 
 def resize_nearest(arr: np.ndarray, height: int, width: int) -> np.ndarray:
     """Nearest-neighbour resize of H×W or H×W×C (any dtype). Use it for labels and masks:
-    it never invents a class that is not in the input. Pixel-centre sampling."""
+    it never invents a class that is not in the input. Output pixel i takes input pixel
+    floor(i · h / height), the pixels ``cv2.INTER_NEAREST`` takes (what the dataset loaders use), so
+    the ground truth a page shows and scores is the one ``xtask eval`` and the records score."""
     arr = np.asarray(arr)
     h, w = arr.shape[:2]
-    rows = np.minimum(((np.arange(height) + 0.5) * h / height).astype(np.intp), h - 1)
-    cols = np.minimum(((np.arange(width) + 0.5) * w / width).astype(np.intp), w - 1)
+    rows = np.minimum(np.floor(np.arange(height) * (h / height)).astype(np.intp), h - 1)
+    cols = np.minimum(np.floor(np.arange(width) * (w / width)).astype(np.intp), w - 1)
     return arr[rows[:, None], cols[None, :]]
