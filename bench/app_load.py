@@ -20,39 +20,17 @@ import argparse
 import json
 import os
 import shutil
-import socket
-import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 
 from playwright.sync_api import sync_playwright
 
+from xtask_app.server import app_server
+
 CHROMIUM = "/usr/bin/chromium"
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _healthy(url: str, proc: subprocess.Popen, timeout: float = 180.0) -> None:
-    end = time.time() + timeout
-    while time.time() < end:
-        if proc.poll() is not None:
-            raise RuntimeError(f"streamlit exited with code {proc.returncode}")
-        try:
-            with urllib.request.urlopen(url + "/_stcore/health", timeout=2) as r:
-                if r.read().strip() == b"ok":
-                    return
-        except OSError:
-            pass
-        time.sleep(0.05)
-    raise RuntimeError("streamlit did not become healthy")
 
 
 def _cpu_s(pid: int) -> float:
@@ -63,34 +41,20 @@ def _cpu_s(pid: int) -> float:
 
 def one_run(cache: Path, work: Path) -> dict:
     """One fresh server, one page load → the two figures (seconds)."""
-    port = _free_port()
     env = dict(os.environ, XTASK_CACHE_DIR=str(cache), XTASK_RUNS_DIR=str(work / "runs"),
                XTASK_JOB_OWNER=f"app-load-{os.getpid()}")
     (work / "runs").mkdir(parents=True, exist_ok=True)
-    url = f"http://127.0.0.1:{port}"
-    t0 = time.time()
-    proc = subprocess.Popen([sys.executable, "-m", "streamlit", "run", "app.py", "--server.headless", "true",
-                             "--server.port", str(port), "--server.address", "127.0.0.1",
-                             "--browser.gatherUsageStats", "false"],
-                            cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        _healthy(url, proc)
-        t_healthy = time.time()
+    with app_server(ROOT, env, timeout=180.0) as srv:
         with sync_playwright() as p:
             browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu"])
             page = browser.new_page(viewport={"width": 1400, "height": 2600})
-            t_load, cpu_load = time.time(), _cpu_s(proc.pid)
-            page.goto(url)
+            t_load, cpu_load = time.time(), _cpu_s(srv.proc.pid)
+            page.goto(srv.url)
             page.locator("[data-testid='stImage'] img").nth(4).wait_for(timeout=180_000)
-            t_pred, cpu_pred = time.time(), _cpu_s(proc.pid)
+            t_pred, cpu_pred = time.time(), _cpu_s(srv.proc.pid)
             errors = page.locator("[data-testid='stException'], [data-testid='stAlertContentError']").count()
             browser.close()
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+    t0, t_healthy = srv.t0, srv.t_healthy
     return {"page_load_to_predictions_s": round(t_pred - t_load, 2),
             "server_start_to_predictions_s": round(t_pred - t0, 2),
             "server_start_to_healthy_s": round(t_healthy - t0, 2),

@@ -15,7 +15,7 @@ def _study(e, h):
 
 def test_verdict_says_which_way_it_falls():
     assert "energy finds the wrong pixels better" in ui.verdict(_study(0.95, 0.80))
-    assert "own confidence finds the wrong pixels better" in ui.verdict(_study(0.86, 0.95))
+    assert "own confidence (entropy) finds the wrong pixels better" in ui.verdict(_study(0.86, 0.95))
     assert "about equally" in ui.verdict(_study(0.90, 0.905))
     assert "nothing to rank" in ui.verdict(_study(math.nan, math.nan))
     assert "ground truth" in ui.verdict(pd.DataFrame())

@@ -11,17 +11,14 @@ from __future__ import annotations
 
 import json
 import os
-import socket
-import subprocess
-import sys
 import time
-import urllib.request
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from tests.app_helpers import make_app_env
+from xtask_app.server import app_server
 
 CHROMIUM = "/usr/bin/chromium"
 ROOT = Path(__file__).resolve().parents[1]
@@ -34,49 +31,16 @@ playwright_sync = pytest.importorskip("playwright.sync_api", reason="Python play
 ERROR_SELECTORS = ("[data-testid='stException']", "[data-testid='stAlertContentError']")
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _wait_health(url: str, proc: subprocess.Popen, timeout: float = 90.0) -> None:
-    end = time.time() + timeout
-    while time.time() < end:
-        if proc.poll() is not None:
-            raise AssertionError(f"streamlit exited with code {proc.returncode}")
-        try:
-            with urllib.request.urlopen(url + "/_stcore/health", timeout=2) as r:
-                if r.read().strip() == b"ok":
-                    return
-        except OSError:
-            pass
-        time.sleep(0.2)
-    raise AssertionError("streamlit server did not become healthy")
-
-
 def _serve(env_vars: dict[str, str]):
     """Start `streamlit run app.py` with ``env_vars`` added; yield {url, t0, proc}; stop it."""
     env = dict(os.environ, **env_vars)
     env["XTASK_JOB_OWNER"] = f"browser-test-{os.getpid()}"
-    port = _free_port()
-    t0 = time.time()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "streamlit", "run", "app.py", "--server.headless", "true",
-         "--server.port", str(port), "--server.address", "127.0.0.1",
-         "--browser.gatherUsageStats", "false"],
-        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    url = f"http://127.0.0.1:{port}"
+    srv = None
     try:
-        _wait_health(url, proc)
-        yield {"url": url, "t0": t0, "proc": proc}
+        with app_server(ROOT, env, capture=True) as srv:
+            yield {"url": srv.url, "t0": srv.t0, "proc": srv.proc}
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        out = proc.stdout.read() if proc.stdout else ""
+        out = srv.proc.stdout.read() if srv is not None and srv.proc.stdout else ""
         if "Traceback" in out:  # pages show no tracebacks (showErrorDetails = "none"): the log has them
             print(out[-6000:])
 

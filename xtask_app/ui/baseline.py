@@ -28,21 +28,32 @@ NOTE = ("Softmax entropy and 1 − max probability are the model's own confidenc
         "where it finds errors the confidence misses.")
 
 
+def energy_or_confidence(e: float, h: float, *, margin: float, does: str, do: str, measure: str, fmt: str,
+                         missing: str) -> str:
+    """One honest sentence on which score (energy ``e`` or entropy ``h``, higher = better) wins
+    by more than ``margin``: "Here the energy {does} better than the model's own confidence …",
+    the converse, or "Energy and entropy {do} about equally well …"; ``missing`` when either is
+    not finite. The values follow in brackets, as ``measure`` ``fmt``-formatted numbers."""
+    if not (math.isfinite(e) and math.isfinite(h)):
+        return missing
+    first, second = (e, h) if e >= h else (h, e)
+    values = f"({measure} {first:{fmt}} vs {second:{fmt}})"
+    if e > h + margin:
+        return f"Here the energy {does} better than the model's own confidence {values}."
+    if h > e + margin:
+        return f"Here the model's own confidence (entropy) {does} better than the energy {values}."
+    return f"Energy and entropy {do} about equally well ({measure} {e:{fmt}} vs {h:{fmt}})."
+
+
 def verdict(study: pd.DataFrame) -> str:
-    """One honest sentence: does the energy find wrong pixels better than the entropy (by AUROC)?"""
+    """Does the energy find wrong pixels better than the entropy (by AUROC)?"""
     if study.empty:
         return "Needs segmentation ground truth."
     s = study.set_index("score")["auroc"]
-    e, h = float(s.get("seg_energy", math.nan)), float(s.get("entropy", math.nan))
-    if not (math.isfinite(e) and math.isfinite(h)):
-        return "Every labelled pixel is right (or every one wrong): nothing to rank."
-    if e > h + 0.01:
-        return (f"Here the energy finds the wrong pixels better than the model's own confidence (AUROC {e:.3f} "
-                f"vs {h:.3f}).")
-    if h > e + 0.01:
-        return (f"Here the model's own confidence finds the wrong pixels better than the energy (AUROC {h:.3f} for "
-                f"the entropy vs {e:.3f}).")
-    return f"Energy and entropy find the wrong pixels about equally well (AUROC {e:.3f} vs {h:.3f})."
+    return energy_or_confidence(float(s.get("seg_energy", math.nan)), float(s.get("entropy", math.nan)),
+                                margin=0.01, does="finds the wrong pixels", do="find the wrong pixels",
+                                measure="AUROC", fmt=".3f",
+                                missing="Every labelled pixel is right (or every one wrong): nothing to rank.")
 
 
 def pixel_baseline(preds: Sequence, gt_segs: Sequence, ignore_index: int, where: str, key: str) -> pd.DataFrame:

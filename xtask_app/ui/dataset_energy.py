@@ -11,6 +11,7 @@ import streamlit as st
 from xtask_app.charts import chart
 from xtask_app.downloads import download_csv
 from xtask_app.ui import dataset_views as views
+from xtask_app.ui.baseline import energy_or_confidence
 from xtask_core.evaluate import record_summary as rs
 from xtask_core.viz import figures
 
@@ -42,16 +43,10 @@ def _fmt(v: float) -> str:
 
 def verdict(row_e: pd.Series, row_h: pd.Series) -> str:
     """One sentence comparing energy and entropy on one checkpoint (by Spearman)."""
-    e, h = row_e["spearman"], row_h["spearman"]
-    if not (math.isfinite(e) and math.isfinite(h)):
-        return "Too few labelled images to compare."
-    if e > h + 0.05:
-        return (f"Here the energy ranks images by their real error better than the model's confidence "
-                f"({e:.2f} vs {h:.2f}).")
-    if h > e + 0.05:
-        return (f"Here the model's own confidence (entropy) ranks images by their real error better than the "
-                f"energy ({h:.2f} vs {e:.2f}).")
-    return f"Energy and entropy rank the images about equally well ({e:.2f} vs {h:.2f})."
+    return energy_or_confidence(row_e["spearman"], row_h["spearman"], margin=0.05,
+                                does="ranks images by their real error", do="rank the images",
+                                measure="Spearman", fmt=".2f",
+                                missing="Too few labelled images to compare.")
 
 
 def energy_vs_error(df: pd.DataFrame, key: str = "ds") -> None:

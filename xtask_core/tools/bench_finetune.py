@@ -157,7 +157,12 @@ def time_job(tree: str | os.PathLike, checkpoint: Path, data_root: Path, runs_ro
     with tempfile.TemporaryDirectory(prefix="xtask-ftbench-") as tmp:
         parts_file = Path(tmp) / "parts.json"
         launcher = str(_launcher(Path(tmp), parts_file)) if instrument else ""
-        env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+        env = dict(os.environ)
+        # drop PYTHONPATH entries that hold a source tree (they would shadow ``tree``'s code); keep
+        # the others (e.g. bench/avx2, whose sitecustomize makes the process see an AVX2-only CPU)
+        keep = [p for p in env.pop("PYTHONPATH", "").split(os.pathsep) if p and not (Path(p) / "xtask_core").is_dir()]
+        if keep:
+            env["PYTHONPATH"] = os.pathsep.join(keep)
         out = subprocess.run([sys.executable, "-c", _DRIVER, str(checkpoint), str(data_root), str(runs_root),
                               launcher, json.dumps(d)], cwd=str(tree), env=env, capture_output=True, text=True,
                              timeout=timeout_s)
