@@ -142,9 +142,5 @@ if chosen is not None:
             charts.chart(figures.confusion_figure(results[m.label]["confusion"], m.class_names, "true",
                                                   title=m.label), key=f"cmp_conf_{i}", height=380)
 
-# --------------------------------------------------------------------------- Δm section (reserved)
-# Another engineer adds the Δm (multi-task gain over single-task baselines) section call HERE, after
-# everything above. Available: `models` (ModelStates, reference first), `same` (those sharing the
-# reference's label set) and `results` (label → SegDepthMetrics result on the evaluation subset; empty
-# when there is none).
+# --------------------------------------------------------------------------- Δm over single-task baselines
 delta_m.show_for_checkpoints(same, results, images=chosen.description if chosen is not None else "")
