@@ -94,6 +94,21 @@ def _shot(page, name: str, folder: Path | None) -> None:
         page.screenshot(path=str(folder / f"{name}.png"), full_page=True)
 
 
+def _shots_dir() -> Path | None:
+    """$XTASK_SCREENSHOT_DIR (created), or None: no screenshots."""
+    shots = Path(os.environ["XTASK_SCREENSHOT_DIR"]) if os.environ.get("XTASK_SCREENSHOT_DIR") else None
+    if shots is not None:
+        shots.mkdir(parents=True, exist_ok=True)
+    return shots
+
+
+def _launch(p):
+    """Headless system Chromium, quiet (no background networking, updates or sync)."""
+    return p.chromium.launch(executable_path=CHROMIUM, args=[
+        "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+        "--disable-component-update", "--disable-sync", "--no-first-run"])
+
+
 def _record_card_metrics(checkpoint_dir: Path) -> None:
     """Re-save the tiny shipped checkpoints (same weights) with the validation metrics and λ a
     trained checkpoint's card records, so the trade-off view can place them."""
@@ -124,9 +139,7 @@ def _tradeoff_points(page, title_part: str | None = None) -> dict[str, list[str]
 
 
 def test_every_page_in_chromium(server):
-    shots = Path(os.environ["XTASK_SCREENSHOT_DIR"]) if os.environ.get("XTASK_SCREENSHOT_DIR") else None
-    if shots is not None:
-        shots.mkdir(parents=True, exist_ok=True)
+    shots = _shots_dir()
     _record_card_metrics(server["tmp"] / "checkpoints")
     upload = server["tmp"] / "upload photo.jpg"
     from PIL import Image
@@ -135,9 +148,7 @@ def test_every_page_in_chromium(server):
     timings = {}
 
     with playwright_sync.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=[
-            "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-            "--disable-component-update", "--disable-sync", "--no-first-run"])
+        browser = _launch(p)
         page = browser.new_page(viewport={"width": 1400, "height": 2600})
         page.goto(server["url"])
         # Home shows the live model's predictions: that is "first rendered predictions".

@@ -5,14 +5,22 @@ browser context. Run with: pytest tests/test_browser_dataset.py -m browser -s
 """
 from __future__ import annotations
 
-import os
 import re
 from pathlib import Path
 from urllib.parse import parse_qs, urlparse
 
 import pytest
 
-from tests.test_browser import CHROMIUM, _goto, _idle, _no_errors, _shot, playwright_sync, server  # noqa: F401
+from tests.test_browser import (  # noqa: F401
+    _goto,
+    _idle,
+    _launch,
+    _no_errors,
+    _shot,
+    _shots_dir,
+    playwright_sync,
+    server,
+)
 
 pytestmark = pytest.mark.browser
 
@@ -31,19 +39,34 @@ def _sample_box_text(page) -> str:
     return " ".join([box.inner_text(), *values, box.inner_html()])
 
 
+def _open_dataset_page(browser, url: str):
+    """A tall tab on the app's Home, then the Dataset page."""
+    page = browser.new_page(viewport={"width": 1400, "height": 2400})
+    page.goto(url)
+    page.get_by_role("heading", name="Cross-task consistency explorer").wait_for(timeout=90_000)
+    _idle(page)
+    _goto(page, "Dataset")
+    return page
+
+
+def _follow_top_tile(page, pattern: str, button: str, heading: str, shot: str, shots) -> str:
+    """The ranked grid's first tile: its image name (``pattern``'s group 1), then its ``button``
+    clicked until the page titled ``heading`` has settled without an error box."""
+    top = page.get_by_text(re.compile(r"^#1 · ")).first.inner_text()
+    found = re.search(pattern, top).group(1)
+    _shot(page, shot, shots)
+    page.get_by_role("button", name=button, exact=True).first.click()
+    page.get_by_role("heading", name=heading).first.wait_for(timeout=90_000)
+    _idle(page)
+    _no_errors(page, f"{heading} from the Dataset page")
+    return found
+
+
 def test_dataset_page_click_through_in_chromium(own_cache, server):  # noqa: F811
-    shots = Path(os.environ["XTASK_SCREENSHOT_DIR"]) if os.environ.get("XTASK_SCREENSHOT_DIR") else None
-    if shots is not None:
-        shots.mkdir(parents=True, exist_ok=True)
+    shots = _shots_dir()
     with playwright_sync.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=[
-            "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-            "--disable-component-update", "--disable-sync", "--no-first-run"])
-        page = browser.new_page(viewport={"width": 1400, "height": 2400})
-        page.goto(server["url"])
-        page.get_by_role("heading", name="Cross-task consistency explorer").wait_for(timeout=90_000)
-        _idle(page)
-        _goto(page, "Dataset")
+        browser = _launch(p)
+        page = _open_dataset_page(browser, server["url"])
         # both checkpoints, the shipped samples (the default source), Evaluate
         page.locator("[data-testid='stMultiSelect']", has_text="Checkpoints to evaluate").first.click()
         page.get_by_role("option", name="shipped: tiny_b").click()
@@ -58,13 +81,8 @@ def test_dataset_page_click_through_in_chromium(own_cache, server):  # noqa: F81
         page.locator("[data-testid='stRadio'] label", has_text="Largest drop from checkpoint A to B").first.click()
         page.get_by_text("Checkpoint A", exact=True).first.wait_for(timeout=90_000)
         _idle(page)
-        top = page.get_by_text(re.compile(r"^#1 · ")).first.inner_text()
-        stem = re.search(r"(synth_\d+_\d+)", top).group(1)
-        _shot(page, "d2_dataset_ranked_by_drop", shots)
-        page.get_by_role("button", name="Compare", exact=True).first.click()
-        page.get_by_role("heading", name="Compare checkpoints").first.wait_for(timeout=90_000)
-        _idle(page)
-        _no_errors(page, "compare from the dataset page")
+        stem = _follow_top_tile(page, r"(synth_\d+_\d+)", "Compare", "Compare checkpoints",
+                                "d2_dataset_ranked_by_drop", shots)
         assert stem in _sample_box_text(page)
         query = parse_qs(urlparse(page.url).query)
         assert query["src"] == ["sample"] and stem in query["image"][0], page.url
@@ -95,18 +113,10 @@ def test_folder_image_click_through_in_chromium(own_cache, server):  # noqa: F81
     rng = np.random.default_rng(11)
     for i in range(3):
         cv2.imwrite(str(photos / f"photo_{i}.png"), rng.integers(0, 256, (40, 60, 3), dtype=np.uint8))
-    shots = Path(os.environ["XTASK_SCREENSHOT_DIR"]) if os.environ.get("XTASK_SCREENSHOT_DIR") else None
-    if shots is not None:
-        shots.mkdir(parents=True, exist_ok=True)
+    shots = _shots_dir()
     with playwright_sync.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=[
-            "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-            "--disable-component-update", "--disable-sync", "--no-first-run"])
-        page = browser.new_page(viewport={"width": 1400, "height": 2400})
-        page.goto(server["url"])
-        page.get_by_role("heading", name="Cross-task consistency explorer").wait_for(timeout=90_000)
-        _idle(page)
-        _goto(page, "Dataset")
+        browser = _launch(p)
+        page = _open_dataset_page(browser, server["url"])
         page.locator("[data-testid='stRadio'] label", has_text="Folder of images").first.click()
         _idle(page)
         box = page.locator("[data-testid='stTextInput']", has_text="searched recursively").first.locator("input")
@@ -117,13 +127,8 @@ def test_folder_image_click_through_in_chromium(own_cache, server):  # noqa: F81
         page.get_by_text(re.compile(r"done: 3 rows")).first.wait_for(timeout=300_000)
         _idle(page)
         _no_errors(page, "folder evaluated")
-        top = page.get_by_text(re.compile(r"^#1 · ")).first.inner_text()
-        name = re.search(r"(photo_\d\.png)", top).group(1)
-        _shot(page, "d5_folder_ranked_by_energy", shots)
-        page.get_by_role("button", name="Predictions", exact=True).first.click()
-        page.get_by_role("heading", name="Predictions").first.wait_for(timeout=90_000)
-        _idle(page)
-        _no_errors(page, "predictions from a folder image")
+        name = _follow_top_tile(page, r"(photo_\d\.png)", "Predictions", "Predictions",
+                                "d5_folder_ranked_by_energy", shots)
         query = parse_qs(urlparse(page.url).query)
         assert query["src"] == ["file"] and Path(query["path"][0]) == (photos / name).resolve(), page.url
         path_box = page.locator("[data-testid='stTextInput']", has_text="Image file").first.locator("input")
