@@ -12,10 +12,12 @@ from urllib.parse import parse_qs, urlparse
 import pytest
 
 from tests.test_browser import (  # noqa: F401
+    ROOT,
     _goto,
     _idle,
     _launch,
     _no_errors,
+    _serve,
     _shot,
     _shots_dir,
     playwright_sync,
@@ -62,32 +64,49 @@ def _follow_top_tile(page, pattern: str, button: str, heading: str, shot: str, s
     return found
 
 
-def test_dataset_page_click_through_in_chromium(own_cache, server):  # noqa: F811
+@pytest.fixture
+def demo_server(tmp_path):
+    """The app on the repository's own shipped checkpoints and sample images (runs, caches and
+    allowed folders under the test's tmp folder)."""
+    (tmp_path / "runs").mkdir()
+    env = {"XTASK_CHECKPOINT_DIR": str(ROOT / "checkpoints"), "XTASK_SAMPLES_DIR": str(ROOT / "sample_images"),
+           "XTASK_RUNS_DIR": str(tmp_path / "runs"), "XTASK_ALLOWED_ROOTS": str(tmp_path)}
+    for info in _serve(env):
+        yield dict(info, tmp=tmp_path)
+
+
+A, B = "shipped: demo-consistency", "shipped: demo-no-consistency"
+N_STREET = len(list((ROOT / "sample_images" / "leftImg8bit").rglob("*.png")))
+
+
+def test_dataset_page_click_through_in_chromium(own_cache, demo_server):
+    """The shipped street samples evaluated with both shipped demo checkpoints, ranked by the drop
+    of mIoU from A to B; the top image opens in Compare, and its address in a new context."""
     shots = _shots_dir()
     with playwright_sync.sync_playwright() as p:
         browser = _launch(p)
-        page = _open_dataset_page(browser, server["url"])
-        # both checkpoints, the shipped samples (the default source), Evaluate
+        page = _open_dataset_page(browser, demo_server["url"])
+        # both demo checkpoints (the sidebar's, A, is picked already), the shipped samples, Evaluate
         page.locator("[data-testid='stMultiSelect']", has_text="Checkpoints to evaluate").first.click()
-        page.get_by_role("option", name="shipped: tiny_b").click()
+        page.get_by_role("option", name=B).click()
         page.keyboard.press("Escape")
         _idle(page)
         page.get_by_role("button", name="Evaluate", exact=True).click()
-        page.get_by_text(re.compile(r"done: 4 rows")).first.wait_for(timeout=300_000)
+        page.get_by_text(re.compile(rf"done: {2 * N_STREET} rows")).first.wait_for(timeout=300_000)
         _idle(page)
         _no_errors(page, "dataset evaluated")
         _shot(page, "d1_dataset_evaluated", shots)
-        # rank by the drop of mIoU from A (tiny_a) to B (tiny_b): the default metric is miou
+        # rank by the drop of mIoU from A to B: the default metric is miou
         page.locator("[data-testid='stRadio'] label", has_text="Largest drop from checkpoint A to B").first.click()
         page.get_by_text("Checkpoint A", exact=True).first.wait_for(timeout=90_000)
         _idle(page)
-        stem = _follow_top_tile(page, r"(synth_\d+_\d+)", "Compare", "Compare checkpoints",
+        stem = _follow_top_tile(page, r"(synthtown_\d+_\d+)", "Compare", "Compare checkpoints",
                                 "d2_dataset_ranked_by_drop", shots)
         assert stem in _sample_box_text(page)
         query = parse_qs(urlparse(page.url).query)
         assert query["src"] == ["sample"] and stem in query["image"][0], page.url
-        assert query["ckpts"] == ["shipped: tiny_b", "shipped: tiny_a"], page.url
-        for label in ("shipped: tiny_a", "shipped: tiny_b"):     # both chips of Compare's multiselect
+        assert query["ckpts"] == [B, A], page.url               # the row's checkpoint (B) is the reference
+        for label in (A, B):                                     # both chips of Compare's multiselect
             page.locator("[data-testid='stMultiSelect']").get_by_text(label).first.wait_for(timeout=90_000)
         _shot(page, "d3_compare_from_dataset", shots)
         # the same address in a new browser context (a shared link) opens the same view
@@ -97,7 +116,7 @@ def test_dataset_page_click_through_in_chromium(own_cache, server):  # noqa: F81
         _idle(other)
         _no_errors(other, "compare deep link")
         assert stem in _sample_box_text(other)
-        for label in ("shipped: tiny_a", "shipped: tiny_b"):
+        for label in (A, B):
             other.locator("[data-testid='stMultiSelect']").get_by_text(label).first.wait_for(timeout=90_000)
         _shot(other, "d4_compare_deep_link", shots)
         browser.close()
