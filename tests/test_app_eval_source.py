@@ -88,6 +88,20 @@ def test_compare_names_a_checkpoint_the_records_lack(env, monkeypatch):
     assert captions == ["ℹ️ Not in these records: shipped: tiny_b (matched by the file's content)."]
     at.button(key="cmp_to_ds").click().run()
     assert not at.exception and any("dataset.py" in i.value for i in at.info)
+    # the Dataset page is prefilled: the missing checkpoint and the records' split
+    assert at.session_state["ds_models"] == ["shipped: tiny_b"]
+    assert at.session_state["ds_src"] == "Dataset split" and at.session_state["ds_dataset"] == "synthetic"
+    assert Path(at.session_state["ds_root"]) == (Path(env["XTASK_RUNS_DIR"]).parent / "synth").resolve()
+    assert at.session_state["ds_split"] == "val"
+    from streamlit.testing.v1 import AppTest
+
+    ds_page = AppTest.from_file(str(PAGE_DIR / "dataset.py"), default_timeout=120)
+    for k in ("ds_models", "ds_src", "ds_dataset", "ds_root", "ds_split"):
+        ds_page.session_state[k] = at.session_state[k]
+    ds_page.run()
+    assert not ds_page.exception and not ds_page.warning, [w.value for w in ds_page.warning]
+    assert ds_page.multiselect(key="ds_models").value == ["shipped: tiny_b"]
+    assert ds_page.text_input(key="ds_root").value == at.session_state["ds_root"]
     table = next(d.value for d in at.dataframe if "model" in d.value.columns)
     assert list(table["model"]) == ["shipped: tiny_a"]
     # a folder of plain images: one line, no table

@@ -26,7 +26,7 @@ from xtask_core.io.paths import CHECKPOINT_SUFFIXES
 from xtask_core.tools import record_job
 
 SOURCES = ("Shipped samples", "Dataset split", "Folder of images", "Records file")
-JOB_KEY, ERROR_KEY, FILE_KEY = "ds_job", "ds_error", "ds_file"
+JOB_KEY, ERROR_KEY, FILE_KEY, MODELS_KEY = "ds_job", "ds_error", "ds_file", "ds_models"
 URL_RECORDS = "records"
 POLL_S = 1.0
 REFRESH_S = 4.0   # while a job runs, the page redraws with the new rows at most this often
@@ -112,7 +112,11 @@ def pick_checkpoints() -> list[str]:
     found = {lb: p for lb, p in choices().items() if Path(p).suffix.lower() in CHECKPOINT_SUFFIXES}
     current = st.session_state.get("xtask_ckpt")
     default = [current] if current in found else list(found)[:1]
-    picked = st.multiselect("Checkpoints to evaluate", list(found), default=default, key="ds_models",
+    ss = st.session_state
+    if MODELS_KEY in ss:    # set by the user, or by another page's link: no default beside it
+        ss[MODELS_KEY] = [lb for lb in ss[MODELS_KEY] if lb in found]
+    picked = st.multiselect("Checkpoints to evaluate", list(found), key=MODELS_KEY,
+                            **({} if MODELS_KEY in ss else {"default": default}),
                             help="Each picked checkpoint runs over every image; add files with 'Load another "
                                  "checkpoint' in the sidebar")
     return [str(found[lb]) for lb in picked]

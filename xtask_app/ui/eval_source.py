@@ -33,6 +33,7 @@ from streamlit.errors import StreamlitAPIException
 
 from xtask_app import cache, pickers, settings
 from xtask_app.messages import USER_ERRORS, show_error
+from xtask_app.selection import choices
 from xtask_app.ui import dataset as ds
 from xtask_app.ui.dataset_links import source_text
 from xtask_core.data.samples import SampleFiles
@@ -297,9 +298,25 @@ def _read(text: str) -> tuple[pd.DataFrame, dict, str] | None:
     return records, ident, note
 
 
-def to_dataset_page(label: str, key: str, box=None) -> None:
-    """A button that opens the Dataset page (where the missing checkpoints can be evaluated)."""
+def _prefill_dataset_page(checkpoints: Sequence[str], source: Mapping | None) -> None:
+    """Preselect ``checkpoints`` (sidebar labels) and, for a dataset split, that split in the
+    Dataset page's widgets (their session-state keys), so one click on Evaluate is left."""
+    ss = st.session_state
+    listed = set(choices())
+    picked = [c for c in checkpoints if c in listed]
+    if picked:
+        ss[ds.MODELS_KEY] = picked
+    if source and source.get("kind") == "dataset" and source.get("root"):
+        ss.update({"ds_src": "Dataset split", "ds_dataset": str(source.get("dataset")),
+                   "ds_root": str(source.get("root")), "ds_split": str(source.get("split") or "val")})
+
+
+def to_dataset_page(label: str, key: str, box=None, checkpoints: Sequence[str] = (),
+                    source: Mapping | None = None) -> None:
+    """A button that opens the Dataset page (where the missing checkpoints can be evaluated), with
+    ``checkpoints`` and the records' ``source`` split already picked there."""
     if (box or st).button(label, key=key, help="Pick the checkpoints and the split there, then Evaluate"):
+        _prefill_dataset_page(checkpoints, source)
         try:
             st.switch_page(DATASET_PAGE)
         except StreamlitAPIException as err:   # a page run on its own (tests): say where it would go
@@ -312,7 +329,7 @@ def _from_records(models: Sequence, key: str) -> EvalSource | None:
     got = _read(text)
     if got is None:
         st.info("No evaluation on the Dataset page yet: evaluate a split there, or type a records file.")
-        to_dataset_page("Open the Dataset page", f"{key}_to_ds")
+        to_dataset_page("Open the Dataset page", f"{key}_to_ds", checkpoints=[m.label for m in models])
         return None
     records, ident, note = got
     if not labelled(records):
@@ -324,14 +341,15 @@ def _from_records(models: Sequence, key: str) -> EvalSource | None:
     if not columns:
         st.info(f"None of {', '.join(m.label for m in models)} is in these records ({source_text(ident)}): evaluate "
                 "them on the Dataset page.")
-        to_dataset_page("Evaluate on the Dataset page", f"{key}_to_ds")
+        to_dataset_page("Evaluate on the Dataset page", f"{key}_to_ds", checkpoints=[m.label for m in models],
+                        source=ident)
         return None
     part = restrict(records, columns)
     n_img = int(part["image"].nunique())
     if missing:
         c1, c2 = st.columns([4, 1])
         c1.caption(f"ℹ️ Not in these records: {', '.join(missing)} (matched by the file's content).")
-        to_dataset_page("Evaluate on the Dataset page", f"{key}_to_ds", c2)
+        to_dataset_page("Evaluate on the Dataset page", f"{key}_to_ds", c2, checkpoints=missing, source=ident)
     return EvalSource(part, columns, f"{source_text(ident)}, {n_img} images{note}", dict(ident),
                       order=[m.label for m in models])
 
