@@ -17,15 +17,5 @@ xtask train "${common[@]}" --lambda_1 0.01 --lambda_2 0.01 --out "$OUT/demo-cons
 xtask train "${common[@]}" --lambda_1 0 --lambda_2 0 --out "$OUT/demo-no-consistency"
 # Ship: fp16 weights + the training log of each run
 for name in demo-consistency demo-no-consistency; do
-  python - "$OUT/$name" "checkpoints/$name" <<'PY'
-import shutil, sys
-from pathlib import Path
-from xtask_core.checkpoint import load_checkpoint, save_checkpoint
-src, dst = Path(sys.argv[1]), Path(sys.argv[2])
-dst.mkdir(parents=True, exist_ok=True)
-loaded = load_checkpoint(src / "best.safetensors", device="cpu")
-save_checkpoint(dst / "best.safetensors", loaded.model, dict(loaded.meta, name=dst.name), half=True)
-for f in ["config.json", "metrics.csv", *[p.name for p in src.glob("events.out.tfevents.*")]]:
-    shutil.copy2(src / f, dst / f)
-PY
+  python scripts/ship_checkpoint.py "$OUT/$name" "checkpoints/$name"
 done

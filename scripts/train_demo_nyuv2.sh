@@ -36,17 +36,7 @@ OMP_NUM_THREADS=${OMP_NUM_THREADS:-1} xtask train --dataset nyuv2 --input_path "
   --uncertainty_weights --precision bf16 --channels_last --limit_val 50 --workers 1 --seed 0 \
   --out "$OUT/demo-nyuv2"
 # Ship: fp16 weights + the training log
-python - "$OUT/demo-nyuv2" checkpoints/demo-nyuv2 <<'PY'
-import shutil, sys
-from pathlib import Path
-from xtask_core.checkpoint import load_checkpoint, save_checkpoint
-src, dst = Path(sys.argv[1]), Path(sys.argv[2])
-dst.mkdir(parents=True, exist_ok=True)
-loaded = load_checkpoint(src / "best.safetensors", device="cpu")
-save_checkpoint(dst / "best.safetensors", loaded.model, dict(loaded.meta, name=dst.name), half=True)
-for f in ["config.json", "metrics.csv", *[p.name for p in src.glob("events.out.tfevents.*")]]:
-    shutil.copy2(src / f, dst / f)
-PY
+python scripts/ship_checkpoint.py "$OUT/demo-nyuv2" checkpoints/demo-nyuv2
 # Measure on rooms never used in training (another seed):
 #   xtask synth --kind indoor --out data/indoor-eval --n-train 0 --n-val 200 --seed 12345 --height 128 --width 160
 #   xtask eval --checkpoint checkpoints/demo-nyuv2/best.safetensors --input_path data/indoor-eval --split val
