@@ -6,7 +6,8 @@ variants where the CPU has native bf16, autocast on CUDA) are timed for each inp
 first use (or by :meth:`Predictor.autotune`), each checked against the plain fp32 outputs, and the
 fastest that passes runs; the decision is cached on disk, so the next process starts on it at once
 (:mod:`~xtask_core.inference.autotune`). :meth:`Predictor.autotune_in_background` (what the app
-calls right after loading a checkpoint) measures in a daemon thread instead: meanwhile forwards of
+uses: it marks the shape when it loads a checkpoint and starts the thread after its first
+prediction) measures in a daemon thread instead: meanwhile forwards of
 that shape run the exact reference (the model itself, eager fp32; route source "pending") rather
 than wait, and later ones take the measured path.
 
@@ -384,12 +385,10 @@ class Predictor:
         """
         shape = self._shape(size, batch)
         with self._table:
+            if start:
+                self._start_deferred(shape)
             r = self._routes.get(shape) or self._pending.get(shape)
-            th = self._threads.get(shape)
-            if r is not None and not (start and th is not None and th.ident is None and not th.is_alive()):
-                return r
-            if r is not None:          # pending and not started yet: start it now
-                th.start()
+            if r is not None:
                 return r
         if not self.fast or self._forced is not None:
             return self._route_for(shape)
@@ -411,6 +410,13 @@ class Predictor:
             if start:
                 th.start()
         return pending
+
+    def _start_deferred(self, shape: tuple) -> None:
+        """Start the background thread of ``shape`` if it was created with ``start=False`` and has
+        not started yet (call with ``_table`` held)."""
+        th = self._threads.get(shape)
+        if th is not None and th.ident is None:
+            th.start()
 
     def _measure_in_background(self, shape: tuple) -> None:
         try:
@@ -439,9 +445,7 @@ class Predictor:
         shape = self._shape(size, batch)
         with self._table:
             done = self._done.get(shape)
-            th = self._threads.get(shape)
-            if th is not None and th.ident is None:
-                th.start()        # deferred (``start=False``): waiting for it means starting it
+            self._start_deferred(shape)   # deferred (``start=False``): waiting for it means starting it
         if done is not None:
             done.wait(timeout)
         with self._table:
