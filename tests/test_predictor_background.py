@@ -4,6 +4,7 @@ The measurement is a fake ``autotune.choose`` (no timings) that the test holds o
 from __future__ import annotations
 
 import threading
+import weakref
 
 import pytest
 import torch
@@ -149,7 +150,7 @@ def test_the_app_measures_after_the_first_prediction(held, tmp_path, monkeypatch
 
     monkeypatch.setenv("XTASK_CACHE_DIR", str(tmp_path / "cache"))
     monkeypatch.setattr(cache, "BACKGROUND_DELAY_S", 0.05)
-    monkeypatch.setattr(cache, "_scheduled", set())
+    monkeypatch.setattr(cache, "_scheduled_predictors", weakref.WeakSet())
     path = write_checkpoint(tmp_path / "tiny.safetensors", seed=0, name="tiny")
     st.cache_resource.clear()
     try:

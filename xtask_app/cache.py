@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import threading
+import weakref
 from collections.abc import Callable
 from pathlib import Path
 
@@ -25,8 +26,9 @@ from xtask_core.io.images import load_image
 # starts, torch's worker threads included), so that later pages are not slowed by it either.
 BACKGROUND_DELAY_S = 3.0
 BACKGROUND_NICE = 10
-_scheduled: set = set()
-_scheduled_lock = threading.Lock()
+_scheduled: set = set()                       # keys of work already scheduled in this process
+_scheduled_predictors = weakref.WeakSet()     # predictors whose measurement is scheduled (an evicted
+_scheduled_lock = threading.Lock()            # one's id may be reused by a new one: not a key)
 
 
 def _low_priority(fn: Callable[[], object]) -> Callable[[], None]:
@@ -37,13 +39,14 @@ def _low_priority(fn: Callable[[], object]) -> Callable[[], None]:
     return run
 
 
-def _later(key, fn: Callable[[], object]) -> None:
-    """Run ``fn`` once per ``key`` and process, :data:`BACKGROUND_DELAY_S` from now, in a daemon
-    thread of low priority."""
+def _later(key, fn: Callable[[], object], seen: set | weakref.WeakSet | None = None) -> None:
+    """Run ``fn`` once per ``key`` (kept in ``seen``) and process, :data:`BACKGROUND_DELAY_S` from
+    now, in a daemon thread of low priority."""
+    seen = _scheduled if seen is None else seen
     with _scheduled_lock:
-        if key in _scheduled:
+        if key in seen:
             return
-        _scheduled.add(key)
+        seen.add(key)
     timer = threading.Timer(BACKGROUND_DELAY_S, _low_priority(fn))
     timer.daemon = True
     timer.start()
@@ -66,8 +69,8 @@ def _load_cached(path: str, mtime: float, size: int):
     # mtime and size are part of the cache key: a retrained file at the same path reloads.
     loaded = load_checkpoint(path)
     predictor = Predictor(loaded)
-    # A decision cached on disk (an earlier session on this machine) is taken at once; otherwise
-    # :func:`predict` starts the measurement after its first prediction.
+    # Forwards run the exact reference until :func:`predict`, after its first prediction, starts the
+    # background thread: it measures the paths, or builds the choice cached on disk by an earlier session.
     predictor.autotune_in_background(start=False)
     return loaded, predictor
 
@@ -93,7 +96,7 @@ def predict(state, rgb: np.ndarray, image_key: str, corruption: dict | None = No
     # Decide the inference path for the configured input size in a daemon thread, shortly after the
     # first prediction: pages never wait for the measurement, they run the exact reference path
     # until it is done.
-    _later(("autotune", id(state.predictor)), state.predictor.autotune_in_background)
+    _later(state.predictor, state.predictor.autotune_in_background, _scheduled_predictors)
     return pred
 
 
