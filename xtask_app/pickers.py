@@ -59,10 +59,11 @@ def sample_arrays(state: ModelState, s: SampleFiles) -> tuple:
     return cache.cached_sample(str(s.image), label, disparity, cfg.num_classes, cfg.height, cfg.width)
 
 
-def _first_run_index(widget_key: str, index: int) -> dict:
-    """``index=`` for a selectbox's first draw only: once its key holds a value (the user's
-    choice, or a link's), passing a default as well only makes Streamlit log a warning."""
-    return {} if widget_key in st.session_state else {"index": index}
+def first_draw(widget_key: str, **default) -> dict:
+    """A widget's default (``index=``, ``value=``, ``default=``) for its first draw only: once its
+    key holds a value (the user's choice, or one a link or another page set), passing a default as
+    well only makes Streamlit warn. Use as ``st.selectbox(..., key=k, **first_draw(k, index=i))``."""
+    return {} if widget_key in st.session_state else default
 
 
 def _pick_sample(state: ModelState, key: str, box) -> Picked | None:
@@ -73,7 +74,7 @@ def _pick_sample(state: ModelState, key: str, box) -> Picked | None:
     names = [s.name for s in found]
     fitting = [s.name for s in fitting_samples(state)]
     name = box.selectbox("Sample image", names, key=f"{key}_sample",
-                         **_first_run_index(f"{key}_sample", names.index(fitting[0]) if fitting else 0))
+                         **first_draw(f"{key}_sample", index=names.index(fitting[0]) if fitting else 0))
     s = found[names.index(name)]
     rgb, gt_seg, gt_depth = sample_arrays(state, s)
     return Picked(rgb, name, array_key(rgb), gt_seg, gt_depth, state.fit(sample_source(s)).reason)
@@ -84,14 +85,14 @@ def _pick_dataset_item(state: ModelState, key: str, box) -> Picked | None:
     c1, c2, c3, c4 = box.columns([1, 3, 1, 1])
     datasets = list(ITEM_DATASETS)
     ds = c1.selectbox("Dataset", datasets, key=f"{key}_ds",
-                      **_first_run_index(f"{key}_ds", datasets.index("nyuv2") if state.label_set == "nyuv2" else 0))
+                      **first_draw(f"{key}_ds", index=datasets.index("nyuv2") if state.label_set == "nyuv2" else 0))
     indoor = settings.samples_dir() / NYUV2_SAMPLES      # the shipped indoor samples form an NYUv2 root
     default_root = str(settings.samples_dir()) if ds != "nyuv2" else str(indoor) if indoor.is_dir() else ""
     root = c2.text_input("Root folder", key=f"{key}_root",
-                         **({} if f"{key}_root" in st.session_state else {"value": default_root}))
+                         **first_draw(f"{key}_root", value=default_root))
     split = c3.selectbox("Split", ["val", "train", "test"], key=f"{key}_split")
     index = int(c4.number_input("Index", min_value=0, step=1, key=f"{key}_idx",
-                                **({} if f"{key}_idx" in st.session_state else {"value": 0})))
+                                **first_draw(f"{key}_idx", value=0)))
     if not root.strip():
         box.info("Type the dataset root folder.")
         return None

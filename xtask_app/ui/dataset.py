@@ -19,6 +19,7 @@ import streamlit as st
 
 from xtask_app import settings
 from xtask_app.messages import USER_ERRORS, one_line
+from xtask_app.pickers import first_draw
 from xtask_app.selection import choices
 from xtask_core.data.samples import ITEM_DATASETS
 from xtask_core.evaluate.record_store import load_records, records_source
@@ -116,7 +117,7 @@ def pick_checkpoints() -> list[str]:
     if MODELS_KEY in ss:    # set by the user, or by another page's link: no default beside it
         ss[MODELS_KEY] = [lb for lb in ss[MODELS_KEY] if lb in found]
     picked = st.multiselect("Checkpoints to evaluate", list(found), key=MODELS_KEY,
-                            **({} if MODELS_KEY in ss else {"default": default}),
+                            **first_draw(MODELS_KEY, default=default),
                             help="Each picked checkpoint runs over every image; add files with 'Load another "
                                  "checkpoint' in the sidebar")
     return [str(found[lb]) for lb in picked]
