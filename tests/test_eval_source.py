@@ -119,7 +119,7 @@ def _assert_same_table(new: dict, old: dict, class_names) -> None:
 def test_records_table_equals_the_old_live_table_on_the_samples(tmp_path, monkeypatch):
     """The switch loses nothing: the same model on the same shipped-layout samples (at the model's
     input size, so neither path resizes) gives the same Compare table from the records as the
-    old pickers.subset + evaluate_predictions path (load_sample's arrays)."""
+    old live path (pickers' predictions + evaluate_predictions) (load_sample's arrays)."""
     from xtask_core.checkpoint import load_checkpoint
 
     monkeypatch.setenv("XTASK_CACHE_DIR", str(tmp_path / "cache"))

@@ -1,6 +1,5 @@
 """Choosing the image a page runs on: a shipped sample, one item of a dataset split, an upload, or
-an image file named by its path (inside the allowed folders); and the first n shipped samples
-through a model (the pages' small evaluation subset)."""
+an image file named by its path (inside the allowed folders); and shipped samples through a model."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -192,15 +191,14 @@ def image_picker(state: ModelState, key: str, sources=SOURCES, container=None,
     return picked
 
 
-def subset(state: ModelState, n: int) -> tuple[list, list, list, list]:
-    """The first ``n`` samples whose labels fit ``state``'s model (:func:`fitting_samples`)
-    through it: (predictions, gt_segs, gt_depths, names). Every prediction is cached, so
-    re-drawing never re-runs the model."""
-    preds, segs, deps, names = [], [], [], []
-    for s in fitting_samples(state)[:n]:
+def predict_samples(state: ModelState, samples) -> tuple[list, list, list]:
+    """Shipped ``samples`` through ``state``'s model: (predictions, gt_segs, gt_depths), ground
+    truth as :func:`sample_arrays` gives it. Every prediction is cached, so re-drawing never
+    re-runs the model."""
+    preds, segs, deps = [], [], []
+    for s in samples:
         rgb, gs, gd = sample_arrays(state, s)
         preds.append(cache.predict(state, rgb, array_key(rgb)))
         segs.append(gs)
         deps.append(gd)
-        names.append(s.name)
-    return preds, segs, deps, names
+    return preds, segs, deps

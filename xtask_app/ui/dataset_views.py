@@ -52,6 +52,7 @@ def with_errors(df: pd.DataFrame) -> pd.DataFrame:
 
 
 def labelled(df: pd.DataFrame) -> bool:
+    """True when the records carry ground truth (a dataset split, not a plain folder of images)."""
     return bool(df["pixel_acc"].notna().any())
 
 

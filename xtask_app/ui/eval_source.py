@@ -36,6 +36,7 @@ from xtask_app.messages import USER_ERRORS, show_error
 from xtask_app.selection import choices
 from xtask_app.ui import dataset as ds
 from xtask_app.ui.dataset_links import source_text
+from xtask_app.ui.dataset_views import labelled
 from xtask_core.data.samples import SampleFiles
 from xtask_core.errors import XTaskError
 from xtask_core.evaluate import record_summary as rs
@@ -133,11 +134,6 @@ def records_results(records: pd.DataFrame, columns: Mapping[str, str]) -> dict[s
     return out
 
 
-def labelled(records: pd.DataFrame) -> bool:
-    """True when the records carry ground truth (a dataset split, not a plain folder)."""
-    return bool(len(records)) and bool(records["pixel_acc"].notna().any())
-
-
 def without_depth(records: pd.DataFrame) -> pd.DataFrame:
     """The records with the depth metrics blanked (ground-truth depth read another way than the
     model's output, e.g. disparity against metres)."""
@@ -229,13 +225,7 @@ def shipped_records(m, samples: Sequence[SampleFiles]) -> pd.DataFrame:
 
 def live_metrics(m, samples: Sequence[SampleFiles]) -> dict:
     """A model without per-image records (single-task) scored live on ``samples`` (cached predictions)."""
-    preds, segs, deps = [], [], []
-    for s in samples:
-        rgb, gs, gd = pickers.sample_arrays(m, s)
-        preds.append(cache.predict(m, rgb, array_key(rgb)))
-        segs.append(gs)
-        deps.append(gd)
-    return evaluate_predictions(preds, segs, deps, m.num_classes, m.ignore_index)
+    return evaluate_predictions(*pickers.predict_samples(m, samples), m.num_classes, m.ignore_index)
 
 
 # --------------------------------------------------------------------------- the widget
