@@ -110,8 +110,8 @@ with tab_sub:
     if chosen is not None and state.label in chosen.columns:
         st.markdown(f"**Per image**, on {chosen.description}: does the energy rank the images by their real "
                     "error, and better than the model's own confidence?")
-        energy_vs_error(chosen.rows_of(state.label), key="err_img")
         rows = chosen.rows_of(state.label)
+        energy_vs_error(rows, key="err_img")
         st.markdown("**Per pixel**: the maps are not kept in the records, so the model runs again on a few images "
                     "chosen from them, and their pixels are pooled.")
         c1, c2 = st.columns([2, 1])

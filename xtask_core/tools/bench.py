@@ -92,8 +92,9 @@ from xtask_core.train.step import train_step
 __all__ = ["main", "run_benchmarks", "peak_matmul_gflops", "peak_conv1x1_gflops", "count_flops", "time_pair",
            "BenchSizes", "format_table", "SEG_AGREEMENT_MIN", "DEPTH_REL_DIFF_MAX"]
 
-TARGETS = {"inference": 2.5, "train_step": 3.0, "metrics": 20.0, "eval_split": 3.0}
+TARGETS = {"train_step": 3.0, "metrics": 20.0, "eval_split": 3.0}   # inference: by machine, below
 DEMO_TARGET_MS = 40.0
+LOSS_REL_TOL = 0.02            # training: per-step |Δloss| / loss tolerated between the paths
 # Inference speed-up targets (fast path / eager, same run) by what the CPU has for bf16: with AMX
 # tiles the fast paths run 2.5× eager or more; elsewhere (AVX2 only, AVX512-BF16 without AMX) no
 # mixed precision helps, and the measured choice must simply never lose to eager: the full model at
@@ -105,7 +106,6 @@ INFERENCE_TARGETS_OTHER = {"inference": 1.0, "demo_model": 0.95}
 def inference_target(name: str) -> float:
     """The speed-up target of ``inference`` / ``demo_model`` on this machine (see INFERENCE_TARGETS)."""
     return INFERENCE_TARGETS.get(cpu_bf16_support(), INFERENCE_TARGETS_OTHER)[name]
-LOSS_REL_TOL = 0.02            # training: per-step |Δloss| / loss tolerated between the paths
 
 
 @dataclass(frozen=True)
